@@ -1,0 +1,195 @@
+"""`python train_classifier.py`: test mode end to end, flag spellings, user errors, Ctrl-C."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_classifier as tc
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ZIP = REPO.parent / "shared" / "data" / "sms_spam_collection.zip"
+METRIC_FIELDS = {"train_accuracy", "val_accuracy", "test_accuracy", "train_losses", "val_losses", "train_accs",
+                 "val_accs", "examples_seen", "training_seconds", "total_seconds", "settings"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def quick_args(tmp_path, *extra, data="synthetic"):
+    """Test mode, small and fast: the synthetic sample unless data says otherwise."""
+    args = ["--test-mode", "--output-dir", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"),
+            "--num-epochs", "1", "--eval-freq", "10", "--eval-iter", "2"]
+    if data is not None:
+        args += ["--data", str(data)]
+    return args + list(extra)
+
+
+def test_test_mode_end_to_end_on_synthetic_data(tmp_path, capsys):
+    assert tc.main(quick_args(tmp_path, "--num-epochs", "2", "--trainer", "simple")) == 0
+    out = capsys.readouterr().out
+    assert "SYNTHETIC" in out
+    assert "Ep 1 (Step 000000): Train loss" in out and "Ep 2 (Step" in out
+    assert "Test accuracy: " in out
+    out_dir = tmp_path / "out"
+    assert sorted(os.listdir(out_dir)) == sorted(tc.OUTPUT_FILES)  # and no temp files
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert METRIC_FIELDS <= set(metrics)
+    for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert len(metrics["train_accs"]) == len(metrics["val_accs"]) == 2
+    assert len(metrics["train_losses"]) == len(metrics["val_losses"]) >= 2
+    assert metrics["examples_seen"] > 0 and metrics["examples_seen"] % 8 == 0
+    assert metrics["total_seconds"] >= metrics["training_seconds"] > 0
+    settings = metrics["settings"]
+    assert settings["device"] == "cpu" and settings["test_mode"] is True and settings["trainer"] == "simple"
+    assert "SYNTHETIC" in settings["data_source"] and settings["label_names"] == ["ham", "spam"]
+    assert settings["num_epochs"] == 2 and settings["lr"] == 5e-5 and settings["batch_size"] == 8
+    for png in ("loss.png", "accuracy.png"):
+        assert (out_dir / png).read_bytes()[:4] == b"\x89PNG"
+    model, info = tc.load_classifier(out_dir / "classifier.pt")
+    assert info["label_names"] == ["ham", "spam"] and info["max_length"] == settings["max_length"]
+    assert model.out_head.out_features == 2
+
+
+def test_default_trainer_runs_and_is_recorded(tmp_path, capsys):
+    assert tc.main(quick_args(tmp_path)) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    expected = "fast" if hasattr(tc, "train_classifier_fast") else "simple"
+    assert metrics["settings"]["trainer"] == expected
+
+
+def test_environment_switch_means_test_mode(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TUTORIAL_TEST_MODE", "1")
+    args = [a for a in quick_args(tmp_path, "--trainer", "simple") if a != "--test-mode"]
+    assert tc.main(args) == 0
+    settings = json.loads((tmp_path / "out" / "metrics.json").read_text())["settings"]
+    assert settings["test_mode"] is True and settings["config"]["emb_dim"] == 32
+
+
+def test_underscore_spellings_are_accepted(tmp_path, capsys):
+    args = ["--" + a[2:].replace("-", "_") if a.startswith("--") else a
+            for a in quick_args(tmp_path, "--trainer", "simple")]
+    args += ["--batch_size=4"]
+    assert "--num_epochs" in args and "--output_dir" in args
+    assert tc.main(args) == 0
+    settings = json.loads((tmp_path / "out" / "metrics.json").read_text())["settings"]
+    assert settings["batch_size"] == 4 and settings["num_epochs"] == 1
+
+
+def test_normalise_flag_spelling_leaves_values_alone():
+    argv = ["--num_epochs", "3", "--data=my_file.csv", "--text_column", "sms_text", "--", "--not_a_flag"]
+    assert tc.normalise_flag_spelling(argv) == ["--num-epochs", "3", "--data=my_file.csv", "--text-column",
+                                                "sms_text", "--", "--not_a_flag"]
+
+
+@pytest.mark.skipif(not SHARED_ZIP.exists(), reason=f"the real SMS data is not at {SHARED_ZIP}")
+def test_test_mode_on_the_real_shared_zip(tmp_path, capsys):
+    assert tc.main(quick_args(tmp_path, "--eval-freq", "50", data=SHARED_ZIP)) == 0
+    out = capsys.readouterr().out
+    assert "1045/149/300" in out
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["examples_seen"] == 130 * 8  # 1045 rows, batch 8, drop_last: 130 batches
+    assert metrics["settings"]["max_length"] == 120
+    assert len(metrics["train_losses"]) == 3  # steps 0, 50, 100
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(tc.OUTPUT_FILES)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# User errors: one line on stderr, no traceback, non-zero exit; --debug shows the traceback
+
+
+def assert_one_line_error(capsys, *words):
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "Traceback" not in err
+    for word in words:
+        assert word in lines[0]
+
+
+def test_missing_data_file_is_one_line(tmp_path, capsys):
+    missing = tmp_path / "nope.csv"
+    assert tc.main(quick_args(tmp_path, data=missing)) == 1
+    assert_one_line_error(capsys, "nope.csv")
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_data_file_is_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert tc.main(quick_args(tmp_path, data=empty)) == 1
+    assert_one_line_error(capsys, "empty.csv")
+
+
+def test_bad_numbers_are_one_line(tmp_path, capsys):
+    assert tc.main(quick_args(tmp_path, "--num-epochs", "0")) == 1
+    assert_one_line_error(capsys, "--num-epochs")
+    assert tc.main(quick_args(tmp_path, "--batch-size", "100000")) == 1
+    assert_one_line_error(capsys, "batch")
+
+
+def test_debug_shows_the_exception(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        tc.main(quick_args(tmp_path, "--debug", data=tmp_path / "nope.csv"))
+
+
+def test_unknown_flag_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        tc.main(["--no-such-flag"])
+    assert exc.value.code == 2
+
+
+def test_script_exit_code_and_stderr_in_a_real_process(tmp_path):
+    cmd = [sys.executable, str(REPO / "train_classifier.py")] + quick_args(tmp_path, data=tmp_path / "nope.csv")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    plain = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert plain.returncode == 1
+    assert "Traceback" not in plain.stderr and len(plain.stderr.strip().splitlines()) == 1
+    debug = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ctrl-C leaves no partial outputs
+
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_during_training_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tc, "train_classifier_simple", interrupt)
+    monkeypatch.setattr(tc, "train_classifier_fast", interrupt, raising=False)
+    assert tc.main(quick_args(tmp_path)) == 130
+    assert "Interrupted" in capsys.readouterr().err
+    out_dir = tmp_path / "out"
+    assert not out_dir.exists() or os.listdir(out_dir) == []
+
+
+def test_ctrl_c_while_writing_outputs_keeps_old_files_and_no_temp_files(tmp_path, monkeypatch, capsys):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "metrics.json").write_text('{"old": true}')
+    calls = []
+
+    def plot_then_interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the loss plot is written, the accuracy plot is interrupted
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    original = tc.plot_values
+    monkeypatch.setattr(tc, "plot_values", plot_then_interrupt)
+    assert tc.main(quick_args(tmp_path, "--trainer", "simple")) == 130
+    assert os.listdir(out_dir) == ["metrics.json"]
+    assert (out_dir / "metrics.json").read_text() == '{"old": true}'

@@ -1,0 +1,165 @@
+"""The fast trainer gives the chapter's loop's results: same per-step losses, accuracies, printout and RNG use."""
+
+import copy
+import re
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import gpt_model
+import train_classifier as tc
+
+PAD = 50256
+CFG = {**gpt_model.TINY_CONFIG, "context_length": 64, "n_layers": 3}  # two frozen blocks, one trainable
+
+
+def make_examples(n, seed):
+    """(ids, label) pairs of varied lengths; spam (1) when a token below 100 occurs, so there is a signal."""
+    g = torch.Generator().manual_seed(seed)
+    examples = []
+    for _ in range(n):
+        length = int(torch.randint(3, 25, (1,), generator=g))
+        ids = torch.randint(0, 1000, (length,), generator=g)
+        examples.append((ids, torch.tensor(int((ids < 100).any()))))
+    return examples
+
+
+def pad_to(examples, length):
+    """The chapter's dataset: every message right-padded to one length."""
+    return [(torch.cat([ids, torch.full((length - len(ids),), PAD)]), label) for ids, label in examples]
+
+
+def pad_per_batch(batch):
+    """Per-batch padding (for trainable_token_pos="flexible"): pad to the batch's longest message."""
+    width = max(len(ids) for ids, _ in batch)
+    return (torch.stack([torch.cat([ids, torch.full((width - len(ids),), PAD)]) for ids, _ in batch]),
+            torch.stack([label for _, label in batch]))
+
+
+def make_loaders(per_batch):
+    train, val = make_examples(36, seed=1), make_examples(14, seed=2)
+    if per_batch:
+        kw = {"collate_fn": pad_per_batch}
+    else:
+        train, val, kw = pad_to(train, 24), pad_to(val, 24), {}
+    torch.manual_seed(123)  # as create_data_loaders does: the train shuffling draws from the global RNG
+    return (DataLoader(train, batch_size=4, shuffle=True, drop_last=True, **kw),
+            DataLoader(val, batch_size=4, **kw))
+
+
+def make_model(cfg=CFG, trainable_layers="last_block"):
+    torch.manual_seed(0)
+    model = gpt_model.GPTModel(cfg)
+    return tc.replace_head_and_freeze(model, num_classes=2, trainable_layers=trainable_layers)
+
+
+def run(trainer, model, per_batch=False, **kwargs):
+    """Train 3 epochs; return the 5-tuple, per-step losses, printed lines, final weights and the RNG state."""
+    train_loader, val_loader = make_loaders(per_batch)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.1)
+    steps = []
+    lines = []
+    import builtins
+
+    real_print = builtins.print
+    builtins.print = lambda *a, **k: lines.append(" ".join(map(str, a)))
+    try:
+        result = trainer(model, train_loader, val_loader, optimizer, "cpu", num_epochs=3, eval_freq=4, eval_iter=2,
+                         progress=lambda state: steps.append(state["loss"]), **kwargs)
+    finally:
+        builtins.print = real_print
+    return result, steps, lines, copy.deepcopy(model.state_dict()), torch.get_rng_state()
+
+
+def shape_of(lines):
+    """The printout with its numbers blanked: the text must be the chapter's, the numbers are checked apart."""
+    return [re.sub(r"\d+\.\d+", "#", line) for line in lines]
+
+
+def assert_same_run(fast, simple, noise_only=("att.W_key.bias",)):
+    (f_res, f_steps, f_lines, f_state, f_rng), (s_res, s_steps, s_lines, s_state, s_rng) = fast, simple
+    assert len(f_steps) == len(s_steps) == 3 * 9
+    assert f_steps == pytest.approx(s_steps, rel=1e-4)
+    for f_values, s_values in zip(f_res[:2], s_res[:2]):  # train_losses, val_losses
+        assert len(f_values) == len(s_values) == 7
+        assert f_values == pytest.approx(s_values, rel=1e-4)
+    assert f_res[2:] == s_res[2:]  # accuracies and examples_seen: identical
+    assert shape_of(f_lines) == shape_of(s_lines)
+    assert torch.equal(f_rng, s_rng)  # the same random numbers were drawn (batch order of later epochs too)
+    for name in s_state:
+        if any(part in name for part in noise_only):
+            # weights whose true gradient is 0 (softmax ignores a shift shared by all scores, so the key bias
+            # has none): AdamW turns the float noise left in its place, different per trainer, into full steps
+            continue
+        torch.testing.assert_close(f_state[name], s_state[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("token_pos, per_batch", [("last", False), ("flexible", True), ("first", False)])
+def test_fast_trainer_matches_chapter_loop(token_pos, per_batch):
+    simple = run(tc.train_classifier_simple, make_model(), per_batch, trainable_token_pos=token_pos)
+    model = make_model()
+    fast = run(tc.train_classifier_fast, model, per_batch, trainable_token_pos=token_pos)
+    assert not any("not used" in line for line in fast[2])
+    assert len(tc._PREFIX_CACHES[model]["rows"]) > 0  # the cache was used, not the fallback
+    # reading the first token, attention has one key to look at: queries and keys get no true gradient
+    assert_same_run(fast, simple, ("att.W_key", "att.W_query") if token_pos == "first" else ("att.W_key.bias",))
+    # the losses moved: the test would notice a trainer that does not train
+    assert simple[0][0][0] != pytest.approx(simple[0][0][-1], rel=1e-3)
+
+
+def test_fast_trainer_two_trainable_blocks():
+    simple = run(tc.train_classifier_simple, make_model(trainable_layers="last_two_blocks"))
+    fast = run(tc.train_classifier_fast, make_model(trainable_layers="last_two_blocks"))
+    assert_same_run(fast, simple)
+
+
+def test_fast_trainer_small_cache_budget_still_exact():
+    simple = run(tc.train_classifier_simple, make_model())
+    fast = run(tc.train_classifier_fast, make_model(), cache_memory_budget=20_000)  # a few messages fit
+    assert any("memory budget" in line for line in fast[2])
+    fast[2][:] = [line for line in fast[2] if "memory budget" not in line]
+    assert_same_run(fast, simple)
+
+
+@pytest.mark.parametrize("cfg, trainable_layers, reason", [
+    ({**CFG, "drop_rate": 0.1}, "last_block", "dropout"),
+    (CFG, "all", "embeddings are trainable"),
+])
+def test_fast_trainer_falls_back_and_says_why(cfg, trainable_layers, reason):
+    ok, why = tc.fast_trainer_applies(make_model(cfg, trainable_layers))
+    assert not ok and reason in why
+    simple = run(tc.train_classifier_simple, make_model(cfg, trainable_layers))
+    fast = run(tc.train_classifier_fast, make_model(cfg, trainable_layers))
+    assert reason in fast[2][0] and "train_classifier_simple" in fast[2][0]
+    assert fast[1] == simple[1] and fast[0] == simple[0]  # the chapter's loop itself: bit for bit
+
+
+def test_fast_trainer_applies_to_the_chapter_setup():
+    assert tc.fast_trainer_applies(make_model()) == (True, "")
+    model = make_model()
+    model.trf_blocks[0].att.causal = False
+    assert not tc.fast_trainer_applies(model)[0]
+
+
+def test_fast_accuracy_matches_and_follows_weight_changes():
+    model = make_model()
+    train_loader, val_loader = make_loaders(per_batch=False)
+    expected = tc.calc_accuracy_loader(val_loader, model, "cpu")
+    assert tc.calc_accuracy_loader_fast(val_loader, model, "cpu") == expected
+    # change a frozen block: the cache must notice and recompute, not serve stale activations
+    with torch.no_grad():
+        model.trf_blocks[0].att.W_value.weight.mul_(-3.0)
+    for name, loader in (("val", val_loader), ("train", train_loader)):
+        torch.manual_seed(5)
+        expected = tc.calc_accuracy_loader(loader, model, "cpu")
+        torch.manual_seed(5)
+        assert tc.calc_accuracy_loader_fast(loader, model, "cpu") == expected, name
+
+
+def test_bf16_runs_close_to_fp32():
+    fast = run(tc.train_classifier_fast, make_model(), precision="bf16")
+    simple = run(tc.train_classifier_simple, make_model())
+    assert fast[1] == pytest.approx(simple[1], rel=5e-2)
+    with pytest.raises(ValueError, match="precision"):
+        run(tc.train_classifier_fast, make_model(), precision="fp8")

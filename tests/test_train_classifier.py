@@ -1,0 +1,414 @@
+"""train_classifier's library half: head swap, last-token loss and accuracy, the chapter's loop, plots,
+classify_review, save/load."""
+
+import math
+import os
+
+import pytest
+import torch
+
+import gpt_model
+import train_classifier as tc
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny matrices: threads only add spin-waiting on a busy 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(seed=123, **overrides):
+    torch.manual_seed(seed)
+    return gpt_model.GPTModel({**gpt_model.TINY_CONFIG, **overrides})
+
+
+class FixedLogits(torch.nn.Module):
+    """Returns given logits [b, t, c] whatever the input; records the mode it was called in."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+        self.modes = []
+
+    def forward(self, x):
+        self.modes.append(self.training)
+        return self.logits[: x.shape[0]]
+
+
+class ParityModel(torch.nn.Module):
+    """Predicts class (token id % 2) at every position: known predictions for accuracy tests."""
+
+    def forward(self, x):
+        odd = (x % 2).float()
+        return torch.stack([1 - odd, odd], dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Settings, devices, models
+
+
+def test_is_test_mode_reads_flag_and_environment(monkeypatch):
+    monkeypatch.delenv("TUTORIAL_TEST_MODE", raising=False)
+    assert tc.is_test_mode() is False
+    assert tc.is_test_mode(True) is True
+    monkeypatch.setenv("TUTORIAL_TEST_MODE", "1")
+    assert tc.is_test_mode() is True
+    monkeypatch.setenv("TUTORIAL_TEST_MODE", "0")
+    assert tc.is_test_mode() is False
+
+
+def test_resolve_device():
+    assert tc.resolve_device("cpu") == torch.device("cpu")
+    assert tc.resolve_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            tc.resolve_device("cuda")
+    with pytest.raises(ValueError, match="Unknown device"):
+        tc.resolve_device("tpu")
+
+
+def test_build_model_test_mode_is_tiny_and_offline(monkeypatch):
+    import gpt_download
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("test mode must not download")
+
+    monkeypatch.setattr(gpt_download, "download_and_load_gpt2", no_download)
+    model, cfg = tc.build_model("gpt2-small (124M)", "pretrained", test_mode=True)
+    assert cfg == gpt_model.TINY_CONFIG
+    assert model.tok_emb.weight.shape == (50257, gpt_model.TINY_CONFIG["emb_dim"])
+
+
+def test_build_model_pretrained_asks_for_the_download_name(monkeypatch, tmp_path):
+    import gpt_download
+
+    calls = []
+
+    def failing_download(model_size, models_dir):
+        calls.append((model_size, models_dir))
+        raise gpt_download.DownloadError("no network")
+
+    monkeypatch.delenv("TUTORIAL_TEST_MODE", raising=False)
+    monkeypatch.setattr(gpt_download, "download_and_load_gpt2", failing_download)
+    with pytest.raises(gpt_download.DownloadError):
+        tc.build_model("gpt2-medium (355M)", "pretrained", models_dir=str(tmp_path))
+    assert calls == [("355M", str(tmp_path))]
+    with pytest.raises(ValueError, match="weights"):
+        tc.build_model(weights="imagenet")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Head swap and freezing
+
+
+def count_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("trainable_layers", ["last_layer", "last_block", "last_two_blocks", "all"])
+def test_replace_head_and_freeze_counts(trainable_layers):
+    model = tiny_model(n_layers=3)  # three blocks, so "last_two_blocks" still leaves one frozen
+    emb = gpt_model.TINY_CONFIG["emb_dim"]
+    model = tc.replace_head_and_freeze(model, num_classes=2, trainable_layers=trainable_layers)
+    assert isinstance(model.out_head, torch.nn.Linear)
+    assert model.out_head.weight.shape == (2, emb) and model.out_head.bias.shape == (2,)
+    head = emb * 2 + 2
+    block = count_params(model.trf_blocks[-1])
+    norm = 2 * emb
+    expected = {"last_layer": head, "last_block": head + block + norm,
+                "last_two_blocks": head + 2 * block + norm, "all": count_params(model)}[trainable_layers]
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == expected
+    if trainable_layers != "all":
+        assert not model.tok_emb.weight.requires_grad
+        assert not any(p.requires_grad for p in model.trf_blocks[0].parameters())
+
+
+def test_replace_head_and_freeze_rejects_unknown_choice():
+    with pytest.raises(ValueError, match="last_block"):
+        tc.replace_head_and_freeze(tiny_model(), trainable_layers="top")
+
+
+def test_model_output_has_num_classes_columns():
+    model = tc.replace_head_and_freeze(tiny_model(), num_classes=3)
+    out = model(torch.tensor([[1, 2, 3, 4]]))
+    assert out.shape == (1, 4, 3)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loss and accuracy
+
+
+def hand_cross_entropy(rows, targets):
+    total = 0.0
+    for row, target in zip(rows, targets):
+        log_sum = math.log(sum(math.exp(v) for v in row))
+        total += log_sum - row[target]
+    return total / len(rows)
+
+
+def test_last_token_loss_equals_hand_computed_cross_entropy():
+    logits = torch.tensor([[[9.0, -9.0], [0.5, 2.0]],
+                           [[9.0, -9.0], [1.0, -1.0]],
+                           [[-9.0, 9.0], [0.0, 3.0]]])
+    targets = torch.tensor([1, 1, 0])
+    model = FixedLogits(logits)
+    inputs = torch.zeros(3, 2, dtype=torch.long)
+    loss = tc.calc_loss_batch(inputs, targets, model, "cpu")
+    expected = hand_cross_entropy([[0.5, 2.0], [1.0, -1.0], [0.0, 3.0]], [1, 1, 0])
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    first = tc.calc_loss_batch(inputs, targets, model, "cpu", trainable_token_pos="first")
+    assert first.item() == pytest.approx(hand_cross_entropy([[9, -9], [9, -9], [-9, 9]], [1, 1, 0]), rel=1e-6)
+
+
+def test_flexible_position_reads_the_last_real_token():
+    logits = torch.arange(2 * 4 * 2, dtype=torch.float32).view(2, 4, 2)
+    inputs = torch.tensor([[5, 6, 50256, 50256], [5, 6, 7, 8]])
+    picked = tc.select_token_logits(logits, inputs, "flexible", 50256)
+    assert torch.equal(picked, torch.stack([logits[0, 1], logits[1, 3]]))
+    with pytest.raises(ValueError, match="flexible"):
+        tc.select_token_logits(logits, inputs, "middle")
+
+
+def test_calc_accuracy_loader_on_known_predictions():
+    model = ParityModel()
+    # last tokens: 1,2,3,4 | 5,6,7,8 -> predictions 1,0,1,0 | 1,0,1,0
+    batches = [(torch.tensor([[0, 1], [0, 2], [0, 3], [0, 4]]), torch.tensor([1, 0, 0, 0])),  # 3 of 4
+               (torch.tensor([[0, 5], [0, 6], [0, 7], [0, 8]]), torch.tensor([1, 1, 1, 1]))]  # 2 of 4
+    assert tc.calc_accuracy_loader(batches, model, "cpu") == pytest.approx(5 / 8)
+    assert tc.calc_accuracy_loader(batches, model, "cpu", num_batches=1) == pytest.approx(3 / 4)
+    assert tc.calc_accuracy_loader(batches, model, "cpu", num_batches=99) == pytest.approx(5 / 8)
+    # first token 0 everywhere -> class 0
+    assert tc.calc_accuracy_loader(batches, model, "cpu", trainable_token_pos="first") == pytest.approx(3 / 8)
+    assert math.isnan(tc.calc_accuracy_loader([], model, "cpu"))
+
+
+def test_calc_loss_loader_and_evaluate_model_modes():
+    logits = torch.tensor([[[0.0, 1.0]], [[2.0, 0.0]]])
+    model = FixedLogits(logits)
+    batches = [(torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 0])),
+               (torch.zeros(2, 1, dtype=torch.long), torch.tensor([0, 1]))]
+    one = hand_cross_entropy([[0, 1], [2, 0]], [1, 0])
+    two = hand_cross_entropy([[0, 1], [2, 0]], [0, 1])
+    assert tc.calc_loss_loader(batches, model, "cpu") == pytest.approx((one + two) / 2, rel=1e-6)
+    assert tc.calc_loss_loader(batches, model, "cpu", num_batches=1) == pytest.approx(one, rel=1e-6)
+    assert math.isnan(tc.calc_loss_loader([], model, "cpu"))
+    model.train()
+    model.modes.clear()
+    train_loss, val_loss = tc.evaluate_model(model, batches, batches[1:], "cpu", eval_iter=1)
+    assert (train_loss, val_loss) == (pytest.approx(one, rel=1e-6), pytest.approx(two, rel=1e-6))
+    assert model.modes == [False, False] and model.training  # evaluated in eval mode, back to train mode
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The chapter's loop
+
+
+def separable_batches(n_batches=4, batch_size=4, seq_len=6, seed=0):
+    """Class 1 messages end in token 777, class 0 in token 111: learnable from the last position."""
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n_batches):
+        x = torch.randint(0, 1000, (batch_size, seq_len), generator=g)
+        y = torch.randint(0, 2, (batch_size,), generator=g)
+        x[:, -1] = torch.where(y == 1, 777, 111)
+        batches.append((x, y))
+    return batches
+
+
+def test_train_classifier_simple_lowers_loss_and_returns_histories(capsys):
+    model = tc.replace_head_and_freeze(tiny_model(), num_classes=2)
+    batches = separable_batches()
+    before = tc.calc_loss_loader(batches, model, "cpu")
+    torch.manual_seed(123)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    seen_steps = []
+    result = tc.train_classifier_simple(model, batches, batches[:2], optimizer, "cpu", num_epochs=3, eval_freq=2,
+                                        eval_iter=2, progress=lambda state: seen_steps.append(state["step"]))
+    train_losses, val_losses, train_accs, val_accs, examples_seen = result
+    # 4 steps per epoch, 12 in all; evaluations at steps 0, 2, ..., 10
+    assert len(train_losses) == len(val_losses) == 6
+    assert len(train_accs) == len(val_accs) == 3
+    assert examples_seen == 3 * 4 * 4
+    assert seen_steps == list(range(12))
+    after = tc.calc_loss_loader(batches, model, "cpu")
+    assert after < before * 0.7
+    assert train_accs[-1] == 1.0
+    out = capsys.readouterr().out
+    assert "Ep 1 (Step 000000): Train loss " in out and ", Val loss " in out
+    assert "Ep 3 (Step 000010)" in out
+    assert out.count("Training accuracy: ") == 3 and "% | Validation accuracy: " in out
+
+
+def test_train_classifier_simple_advances_a_tqdm_bar():
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    model = tc.replace_head_and_freeze(tiny_model(), num_classes=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    tc.train_classifier_simple(model, separable_batches(2), separable_batches(1), optimizer, "cpu", 1, 5, 1,
+                               progress=bar)
+    assert bar.n == 2
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plots and classify_review
+
+
+def test_plot_values_returns_figure_and_saves(tmp_path):
+    path = tmp_path / "loss.png"
+    fig = tc.plot_values(torch.linspace(0, 5, 4), torch.linspace(0, 100, 4), [1.0, 0.8, 0.5, 0.4],
+                         [1.1, 0.9, 0.7, 0.6], label="loss", save_path=path)
+    assert fig.axes[0].get_xlabel() == "Epochs" and fig.axes[0].get_ylabel() == "Loss"
+    assert fig.axes[1].get_xlabel() == "Examples seen"
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["Training loss", "Validation loss"]
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(tmp_path) == ["loss.png"]
+
+
+class WordTokenizer:
+    def encode(self, text, **kwargs):
+        return [len(word) for word in text.split()]
+
+
+class RecordingClassifier(torch.nn.Module):
+    """Context of 6 tokens; predicts spam when the last input token is odd; records its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos_emb = torch.nn.Embedding(6, 2)
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x.tolist())
+        return ParityModel()(x)
+
+
+def test_classify_review_pads_truncates_and_answers_in_the_chapters_words():
+    model = RecordingClassifier()
+    tok = WordTokenizer()
+    assert tc.classify_review("a bb ccc", model, tok, "cpu", max_length=5) == "not spam"  # last token is pad (even)
+    assert model.inputs[-1] == [[1, 2, 3, 50256, 50256]]
+    assert tc.classify_review("a bb ccc", model, tok, "cpu", max_length=5, pad_token_id=7) == "spam"
+    assert model.inputs[-1] == [[1, 2, 3, 7, 7]]
+    # truncated to min(max_length, context length 6)
+    tc.classify_review("a b c d e f g h", model, tok, "cpu", max_length=120)
+    assert len(model.inputs[-1][0]) == 6
+    tc.classify_review("aaa bb c dddd", model, tok, "cpu", max_length=2)
+    assert model.inputs[-1] == [[3, 2]]
+    assert tc.classify_review("aaa", model, tok, "cpu") == "spam"  # no max_length: no padding
+    assert model.inputs[-1] == [[3]]
+
+
+def test_classify_review_with_the_real_tokenizer_on_the_tiny_model():
+    import gpt_download
+
+    model = tc.replace_head_and_freeze(tiny_model(), num_classes=2)
+    tokenizer = gpt_download.get_gpt2_tokenizer()
+    answer = tc.classify_review("You are a winner you have been specially selected to receive $1000 cash.",
+                                model, tokenizer, "cpu", max_length=120)
+    assert answer in ("spam", "not spam")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Save and load
+
+
+def trained_tiny(num_classes=2, seed=1):
+    model = tc.replace_head_and_freeze(tiny_model(seed), num_classes=num_classes)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+def test_save_load_round_trip_gives_identical_logits(tmp_path):
+    model = trained_tiny()
+    path = tmp_path / "classifier.pt"
+    tc.save_classifier(path, model, gpt_model.TINY_CONFIG, ["ham", "spam"], 120, {"note": "x"}, model_size="124M")
+    assert os.listdir(tmp_path) == ["classifier.pt"]
+    raw = torch.load(path, weights_only=True)  # a plain dict: no pickled code
+    assert raw["format"] == tc.CHECKPOINT_FORMAT and raw["num_classes"] == 2
+    loaded, info = tc.load_classifier(path)
+    assert info["label_names"] == ["ham", "spam"] and info["max_length"] == 120
+    assert info["config"] == gpt_model.TINY_CONFIG and info["model_size"] == "124M"
+    assert info["trainable_layers"] == "last_block" and info["extra"] == {"note": "x"}
+    x = torch.tensor([[15496, 11, 995, 50256, 50256]])
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    # loading into a given model of the same shape, and from the folder
+    target = tc.replace_head_and_freeze(tiny_model(7), num_classes=2)
+    same, _ = tc.load_classifier(tmp_path, model=target, num_classes=2, model_size="gpt2-small (124M)")
+    assert same is target
+    with torch.no_grad():
+        assert torch.equal(model(x), target(x))
+
+
+def test_load_into_a_different_model_names_the_setting(tmp_path):
+    path = tmp_path / "classifier.pt"
+    tc.save_classifier(path, trained_tiny(), gpt_model.TINY_CONFIG, model_size="124M")
+    other = tc.replace_head_and_freeze(tiny_model(emb_dim=16), num_classes=2)
+    with pytest.raises(ValueError, match=r"emb_dim=32 .* emb_dim=16"):
+        tc.load_classifier(path, model=other)
+    deeper = tc.replace_head_and_freeze(tiny_model(n_layers=3), num_classes=2)
+    with pytest.raises(ValueError, match="n_layers"):
+        tc.load_classifier(path, model=deeper)
+    three = tc.replace_head_and_freeze(tiny_model(), num_classes=3)
+    with pytest.raises(ValueError, match="num_classes=2 .* num_classes=3"):
+        tc.load_classifier(path, model=three)
+    with pytest.raises(ValueError, match="num_classes"):
+        tc.load_classifier(path, num_classes=3)
+    with pytest.raises(ValueError, match="model_size='124M'"):
+        tc.load_classifier(path, model_size="gpt2-medium (355M)")
+    with pytest.raises(ValueError, match="n_heads"):
+        tc.load_classifier(path, cfg={**gpt_model.TINY_CONFIG, "n_heads": 4})
+
+
+def test_truncated_foreign_and_missing_files_give_clear_errors(tmp_path):
+    path = tmp_path / "classifier.pt"
+    tc.save_classifier(path, trained_tiny(), gpt_model.TINY_CONFIG)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated, corrupt"):
+        tc.load_classifier(cut)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="truncated, corrupt"):
+        tc.load_classifier(junk)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(ValueError, match="not a classifier saved by save_classifier"):
+        tc.load_classifier(foreign)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        tc.load_classifier(tmp_path / "missing.pt")
+
+
+def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "classifier.pt"
+    tc.save_classifier(path, trained_tiny(), gpt_model.TINY_CONFIG)
+    before = path.read_bytes()
+
+    def interrupted(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tc.save_classifier(path, trained_tiny(seed=2), gpt_model.TINY_CONFIG)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["classifier.pt"]
+
+
+def test_save_rejects_wrong_number_of_label_names(tmp_path):
+    with pytest.raises(ValueError, match="label names"):
+        tc.save_classifier(tmp_path / "c.pt", trained_tiny(num_classes=3), gpt_model.TINY_CONFIG, ["a", "b"])
