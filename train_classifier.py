@@ -4,6 +4,7 @@ import contextlib
 import math
 import os
 import sys
+import warnings
 import weakref
 
 import torch
@@ -46,11 +47,11 @@ def build_model(model_size="gpt2-small (124M)", weights="pretrained", models_dir
 
     if weights not in ("pretrained", "random"):
         raise ValueError(f"Unknown --weights {weights!r}; choose 'pretrained' or 'random'.")
+    cfg = gpt_model.get_model_config(model_size)  # a typo in the size fails in test mode too
     if is_test_mode(test_mode):
         # A tiny random GPT: seconds on a CPU and no downloads; the numbers it gives mean nothing.
         cfg = dict(gpt_model.TINY_CONFIG)
         return gpt_model.GPTModel(cfg), cfg
-    cfg = gpt_model.get_model_config(model_size)
     params = None
     if weights == "pretrained":
         import gpt_download
@@ -260,26 +261,34 @@ _PREFIX_CACHES = weakref.WeakKeyDictionary()  # model -> its cache, so accuracie
 
 def fast_trainer_applies(model, trainable_token_pos="last"):
     """Return (True, "") when caching the frozen prefix gives the chapter's exact results, else (False, why)."""
-    import gpt_model
-
     if trainable_token_pos not in TRAINABLE_TOKEN_POSITIONS:
         raise ValueError(f"Unknown trainable_token_pos {trainable_token_pos!r}; "
                          f"choose one of {', '.join(TRAINABLE_TOKEN_POSITIONS)}.")
-    if type(model).forward is not gpt_model.GPTModel.forward:
-        return False, f"the model is a {type(model).__name__}, not the package's GPTModel"
-    blocks = list(model.trf_blocks)
-    if any(type(b).forward is not gpt_model.TransformerBlock.forward for b in blocks):
-        return False, "a transformer block has a forward other than TransformerBlock's"
+    reason = _not_standard_gpt(model)
+    if reason:
+        return False, reason
     if any(p.requires_grad for p in (*model.tok_emb.parameters(), *model.pos_emb.parameters())):
         return False, "the embeddings are trainable, so there is no frozen prefix to cache"
     # Dropout draws random numbers each step: cached activations could not reproduce them.
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Dropout) and module.p > 0:
             return False, f"dropout is on ({name}.p = {module.p}); set drop_rate to 0.0 as the chapter does"
+    return True, ""
+
+
+def _not_standard_gpt(model):
+    """Why the shortcuts below do not hold for this model ("" when it is the package's causal GPTModel)."""
+    import gpt_model
+
+    if type(model).forward is not gpt_model.GPTModel.forward:
+        return f"the model is a {type(model).__name__}, not the package's GPTModel"
+    blocks = list(model.trf_blocks)
+    if any(type(b).forward is not gpt_model.TransformerBlock.forward for b in blocks):
+        return "a transformer block has a forward other than TransformerBlock's"
     # Causal attention is what lets a message's activations ignore whatever padding follows it.
     if any(not getattr(b.att, "causal", False) for b in blocks):
-        return False, "an attention layer is not causal (att.causal is False)"
-    return True, ""
+        return "an attention layer is not causal (att.causal is False)"
+    return ""
 
 
 def _num_frozen_blocks(model):
@@ -533,6 +542,46 @@ def train_classifier_fast(model, train_loader, val_loader, optimizer, device, nu
     return train_losses, val_losses, train_accs, val_accs, examples_seen
 
 
+def classify_reviews_fast(texts, model, tokenizer, device, max_length=None, pad_token_id=50256, *,
+                          trainable_token_pos="last", batch_size=32):
+    """classify_review's answers for many messages: batched, and the last block only where the classifier reads."""
+    reason = _not_standard_gpt(model)
+    if reason:
+        return [classify_review(text, model, tokenizer, device, max_length, pad_token_id,
+                                trainable_token_pos=trainable_token_pos) for text in texts]
+    model.eval()
+    limit = model.pos_emb.weight.shape[0] if max_length is None else min(max_length, model.pos_emb.weight.shape[0])
+    rows, lengths = [], []
+    for text in texts:  # the same ids classify_review builds, padding included
+        try:
+            ids = list(tokenizer.encode(text, disallowed_special=()))[:limit]
+        except TypeError:
+            ids = list(tokenizer.encode(text))[:limit]
+        lengths.append(len(ids))
+        if max_length is not None:
+            ids += [pad_token_id] * (limit - len(ids))
+        rows.append(torch.tensor(ids or [pad_token_id], dtype=torch.long))  # an empty text reads one pad token
+    # sorted by length, a batch holds messages of about one size: little padding to compute
+    order = sorted(range(len(rows)), key=lambda i: lengths[i])
+    labels = [None] * len(rows)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start: start + batch_size]
+        pos = torch.tensor([len(rows[i]) - 1 for i in chunk])  # "last" without max_length: each its own last
+        ids = torch.full((len(chunk), int(pos.max()) + 1), pad_token_id, dtype=torch.long)
+        for k, i in enumerate(chunk):
+            ids[k, : len(rows[i])] = rows[i]
+        if trainable_token_pos != "last":
+            pos = _read_positions(ids, trainable_token_pos, pad_token_id)
+        with torch.inference_mode():
+            ids = ids[:, : int(pos.max()) + 1].to(device)  # causal: nothing after the read position matters
+            x = model.tok_emb(ids) + model.pos_emb(torch.arange(ids.shape[1], device=device))
+            x = _last_block_at(model.trf_blocks[-1], model.trf_blocks[:-1](x), pos)
+            predicted = torch.argmax(model.out_head(model.final_norm(x)), dim=-1)
+        for i, label in zip(chunk, predicted.tolist()):
+            labels[i] = "spam" if label == 1 else "not spam"
+    return labels
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Plots, classifying a message, saving and loading (helper D)
 # ---------------------------------------------------------------------------------------------------------
@@ -544,11 +593,12 @@ class CheckpointError(ValueError):
 
 def plot_values(epochs_seen, examples_seen, train_values, val_values, label="loss", save_path=None):
     """Plot training and validation curves against epochs (bottom axis) and examples seen (top); returns the Figure."""
-    # A bare Figure (no pyplot) shows once in a notebook when returned and leaks nothing in scripts.
-    from matplotlib.figure import Figure
+    # pyplot (so Jupyter's inline display is set up), then closed: the returned figure shows once in a
+    # notebook, and scripts and the CLI keep no open figures.
+    import matplotlib.pyplot as plt
 
-    fig = Figure(figsize=(5, 3))
-    ax1 = fig.add_subplot()
+    fig, ax1 = plt.subplots(figsize=(5, 3))
+    plt.close(fig)
     ax1.plot(_as_list(epochs_seen), _as_list(train_values), label=f"Training {label}")
     ax1.plot(_as_list(epochs_seen), _as_list(val_values), linestyle="-.", label=f"Validation {label}")
     ax1.set_xlabel("Epochs")
@@ -1024,7 +1074,7 @@ def predict_main(argv=None):
         results = predict_from_checkpoint(args.checkpoint, messages, device=args.device)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 1  # as main(): 1 for a user error, 2 (argparse) for bad flags
     for message, (label, probability) in zip(messages, results):
         print(f"{label}\t{probability:.4f}\t{message}")
     return 0
@@ -1226,6 +1276,12 @@ def setup_classifier(model, args, num_classes):
     if inexact and getattr(args, "trainer", "simple") == "fast":
         print(f"Using the chapter's loop: the fast trainer does not implement {', '.join(inexact)}.")
         args.trainer = "simple"
+    if getattr(args, "trainer", "simple") == "fast" and "fast_trainer_applies" in globals():
+        # decided here rather than inside the fast trainer, so metrics.json names the loop that really ran
+        applies, reason = fast_trainer_applies(model, getattr(args, "trainable_token_pos", "last"))
+        if not applies:
+            print(f"Using the chapter's loop: {reason}.")
+            args.trainer = "simple"
     return model
 
 
@@ -1257,15 +1313,16 @@ def extra_metrics(model, loaders, device, args, label_names=None):
     if not label_names:
         label_names = ["ham", "spam"] if num_classes == 2 else [str(i) for i in range(num_classes)]
     print(format_metrics_table(results, label_names))
-    if is_main_process() and getattr(args, "output_dir", None):
+
+    def write_plot(tmp):
         import matplotlib.pyplot as plt
 
-        os.makedirs(args.output_dir, exist_ok=True)
-        fig = plot_confusion_matrix(results["test"]["confusion_matrix"], label_names,
-                                    save_path=os.path.join(args.output_dir, "confusion_matrix.png"),
-                                    title="Test confusion matrix")
+        fig = plot_confusion_matrix(results["test"]["confusion_matrix"], label_names, title="Test confusion matrix")
+        fig.savefig(tmp, format="png")
         plt.close(fig)
-    return {"classification_metrics": results}
+
+    # main() writes "output_files" together with its own outputs (temp files, then renamed)
+    return {"classification_metrics": results, "output_files": {"confusion_matrix.png": write_plot}}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1275,7 +1332,9 @@ def extra_metrics(model, loaders, device, args, label_names=None):
 #   add_fast_trainer_arguments(parser), add_extra_arguments(parser)  -> add flags
 #   extra_loader_kwargs(args, cfg) -> dict         merged into spam_dataset.create_data_loaders(...)
 #   setup_classifier(model, args, num_classes)     replaces the replace_head_and_freeze(...) call
-#   extra_metrics(model, loaders, device, args) -> dict   merged into metrics.json (loaders: train, val, test)
+#   extra_metrics(model, loaders, device, args) -> dict   merged into metrics.json (loaders: train, val, test);
+#       its optional key "output_files" = {file name: write(tmp_path)} is staged with the other outputs, so
+#       extra files (e.g. confusion_matrix.png) also appear only when the whole run is complete
 #   predict_main(argv) -> int                      `python train_classifier.py predict ...`
 # Every keyword parameter of the trainer (after the chapter's eight) whose name matches a parsed flag
 # (e.g. trainable_token_pos, precision) is passed through, so a new flag reaches the trainer by its name.
@@ -1363,6 +1422,43 @@ def _trainer_kwargs(train_fn, args, **known):
     return kwargs
 
 
+def _json_safe(value):
+    """metrics for strict JSON readers: nan/inf (e.g. the loss of an empty split) become null, tensors numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        return _json_safe(value.item())
+    return value
+
+
+def _pick_trainer(args, token):
+    """Return (train function, name): the fast trainer unless asked for the chapter's loop or an option needs it."""
+    import inspect
+
+    fast = globals().get("train_classifier_fast")
+    if args.trainer != "fast":
+        return train_classifier_simple, "simple"
+    if fast is None:
+        print("Note: the fast trainer is not available; using the chapter's loop.")
+        return train_classifier_simple, "simple"
+    fast_params = inspect.signature(fast).parameters
+    # An option the chapter's loop takes but the fast trainer does not would be silently dropped: fall back.
+    for name, param in inspect.signature(train_classifier_simple).parameters.items():
+        if name in fast_params or param.default is inspect.Parameter.empty:
+            continue
+        value = token.get(name, getattr(args, name, param.default))
+        if value != param.default:
+            print(f"Note: the fast trainer does not support {name}={value!r}; using the chapter's loop.")
+            return train_classifier_simple, "simple"
+    return fast, "fast"
+
+
 def _stage_outputs(output_dir, writers):
     """Write every output to a temp file first, then rename them all into place: no partial results on disk."""
     import tempfile
@@ -1446,11 +1542,7 @@ def _run_training(args):
 
     token = {"trainable_token_pos": getattr(args, "trainable_token_pos", "last"), "pad_token_id": 50256,
              "average_embeddings": getattr(args, "average_embeddings", False)}
-    fast = globals().get("train_classifier_fast")
-    train_fn, trainer = (fast, "fast") if args.trainer == "fast" and fast is not None else \
-        (train_classifier_simple, "simple")
-    if args.trainer == "fast" and fast is None:
-        print("Note: the fast trainer is not available; using the chapter's loop.")
+    train_fn, trainer = _pick_trainer(args, token)
 
     torch.manual_seed(args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -1496,7 +1588,7 @@ def _run_training(args):
         metrics["total_seconds"] = time.time() - start
         metrics["settings"] = settings
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(metrics, f, indent=2, allow_nan=True)
+            json.dump(_json_safe(metrics), f, indent=2, allow_nan=False)
 
     trainable_layers = getattr(args, "trainable_layers", "last_block")
     extra = {k: getattr(args, k) for k in ("trainable_token_pos", "lora_rank", "lora_alpha", "average_embeddings",
@@ -1504,12 +1596,14 @@ def _run_training(args):
     if not is_main_process():  # under torchrun only rank 0 writes
         cleanup_distributed()
         return metrics
+    extra_files = metrics.pop("output_files", None) or {}
     written = _stage_outputs(args.output_dir, {
         "classifier.pt": lambda tmp: save_classifier(tmp, model, cfg, label_names, max_length, extra,
                                                      model_size=None if test_mode else args.model_size,
                                                      trainable_layers=trainable_layers),
         "loss.png": plot(train_losses, val_losses, "loss"),
         "accuracy.png": plot(train_accs, val_accs, "accuracy"),
+        **extra_files,
         "metrics.json": write_metrics,
     })
     print("Wrote " + ", ".join(written))
@@ -1529,6 +1623,11 @@ def _user_errors():
     return tuple(types)
 
 
+def _show_warning_line(message, category, filename, lineno, file=None, line=None):
+    """warnings.showwarning for the CLI: "warning: <message>" on stderr."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv=None):
     """The CLI: returns the exit code (0 ok, 1 user error, 2 bad flags, 130 interrupted)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -1536,7 +1635,11 @@ def main(argv=None):
         return globals()["predict_main"](argv[1:])
     args = build_arg_parser().parse_args(normalise_flag_spelling(argv))
     try:
-        run_training(args)
+        with warnings.catch_warnings():
+            if not args.debug:
+                # Warnings for people (e.g. "12 texts were truncated") as one line each, without source lines.
+                warnings.showwarning = _show_warning_line
+            run_training(args)
     except KeyboardInterrupt:
         if args.debug:
             raise

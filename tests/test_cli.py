@@ -34,6 +34,12 @@ def quick_args(tmp_path, *extra, data="synthetic"):
     return args + list(extra)
 
 
+def assert_outputs_complete(out_dir):
+    names = os.listdir(out_dir)
+    assert set(tc.OUTPUT_FILES) <= set(names)  # extra switches may add files (e.g. confusion_matrix.png)
+    assert not [n for n in names if n.endswith(".tmp") or n.startswith(".")]  # no temp files left
+
+
 def test_test_mode_end_to_end_on_synthetic_data(tmp_path, capsys):
     assert tc.main(quick_args(tmp_path, "--num-epochs", "2", "--trainer", "simple")) == 0
     out = capsys.readouterr().out
@@ -41,7 +47,7 @@ def test_test_mode_end_to_end_on_synthetic_data(tmp_path, capsys):
     assert "Ep 1 (Step 000000): Train loss" in out and "Ep 2 (Step" in out
     assert "Test accuracy: " in out
     out_dir = tmp_path / "out"
-    assert sorted(os.listdir(out_dir)) == sorted(tc.OUTPUT_FILES)  # and no temp files
+    assert_outputs_complete(out_dir)
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert METRIC_FIELDS <= set(metrics)
     for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
@@ -101,7 +107,7 @@ def test_test_mode_on_the_real_shared_zip(tmp_path, capsys):
     assert metrics["examples_seen"] == 130 * 8  # 1045 rows, batch 8, drop_last: 130 batches
     assert metrics["settings"]["max_length"] == 120
     assert len(metrics["train_losses"]) == 3  # steps 0, 50, 100
-    assert sorted(os.listdir(tmp_path / "out")) == sorted(tc.OUTPUT_FILES)
+    assert_outputs_complete(tmp_path / "out")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -110,7 +116,8 @@ def test_test_mode_on_the_real_shared_zip(tmp_path, capsys):
 
 def assert_one_line_error(capsys, *words):
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
+    # warnings for people ("warning: 1 of 60 texts were truncated") may come first; the error is one line
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning: ")]
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ") and "Traceback" not in err
     for word in words:
@@ -152,10 +159,11 @@ def test_unknown_flag_exits_2(tmp_path, capsys):
 def test_script_exit_code_and_stderr_in_a_real_process(tmp_path):
     cmd = [sys.executable, str(REPO / "train_classifier.py")] + quick_args(tmp_path, data=tmp_path / "nope.csv")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    plain = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    plain = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert plain.returncode == 1
     assert "Traceback" not in plain.stderr and len(plain.stderr.strip().splitlines()) == 1
-    debug = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    debug = subprocess.run(cmd + ["--debug"], check=False, capture_output=True, text=True, cwd=tmp_path, env=env,
+                           timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
@@ -193,3 +201,64 @@ def test_ctrl_c_while_writing_outputs_keeps_old_files_and_no_temp_files(tmp_path
     assert tc.main(quick_args(tmp_path, "--trainer", "simple")) == 130
     assert os.listdir(out_dir) == ["metrics.json"]
     assert (out_dir / "metrics.json").read_text() == '{"old": true}'
+
+
+def test_fast_trainer_is_picked_unless_an_option_needs_the_chapters_loop(monkeypatch, capsys):
+    import argparse
+
+    def simple(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter, *,
+               trainable_token_pos="last", pad_token_id=50256, accumulation_steps=1):
+        pass
+
+    def fast(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter, *,
+             trainable_token_pos="last", pad_token_id=50256, precision="fp32"):
+        pass
+
+    monkeypatch.setattr(tc, "train_classifier_simple", simple)
+    monkeypatch.setattr(tc, "train_classifier_fast", fast, raising=False)
+    token = {"trainable_token_pos": "flexible", "pad_token_id": 50256}
+    assert tc._pick_trainer(argparse.Namespace(trainer="fast", accumulation_steps=1), token) == (fast, "fast")
+    assert tc._pick_trainer(argparse.Namespace(trainer="simple"), token) == (simple, "simple")
+    assert tc._pick_trainer(argparse.Namespace(trainer="fast", accumulation_steps=4), token) == (simple, "simple")
+    assert "does not support accumulation_steps=4" in capsys.readouterr().out
+    kwargs = tc._trainer_kwargs(fast, argparse.Namespace(precision="bf16", device="cpu"), **token)
+    assert kwargs == {**token, "precision": "bf16"}
+    monkeypatch.delattr(tc, "train_classifier_fast")
+    assert tc._pick_trainer(argparse.Namespace(trainer="fast"), token) == (simple, "simple")
+
+
+def test_failed_download_bad_size_and_missing_gpu_are_one_line(tmp_path, monkeypatch, capsys):
+    import gpt_download
+
+    def offline(model_size, models_dir):
+        raise gpt_download.DownloadError(f"could not download GPT-2 {model_size}: tried https://example.invalid; "
+                                         f"place the files in {models_dir}/{model_size} by hand")
+
+    monkeypatch.setattr(gpt_download, "download_and_load_gpt2", offline)
+    monkeypatch.delenv("TUTORIAL_TEST_MODE", raising=False)
+    args = [a for a in quick_args(tmp_path) if a != "--test-mode"]
+    assert tc.main(args + ["--models-dir", str(tmp_path / "gpt2")]) == 1
+    assert_one_line_error(capsys, "could not download GPT-2 124M")
+    assert tc.main(quick_args(tmp_path, "--model-size", "gpt2-huge")) == 1
+    assert_one_line_error(capsys, "gpt2-huge")
+    if not torch.cuda.is_available():
+        assert tc.main(quick_args(tmp_path, "--device", "cuda")) == 1
+        assert_one_line_error(capsys, "CUDA")
+    assert not (tmp_path / "out").exists()
+
+
+def test_own_csv_with_named_columns_and_encoding(tmp_path, capsys):
+    rows = ["category,sms"]
+    for i in range(30):
+        rows.append(f"ham,Caf\u00e9 at {i}? see you there")
+        rows.append(f"spam,WIN a free prize number {i} now")
+    csv = tmp_path / "mine.csv"
+    csv.write_bytes("\n".join(rows).encode("latin-1"))
+    args = quick_args(tmp_path, "--text-column", "sms", "--label-column", "category", "--encoding", "latin-1",
+                      "--batch-size", "4", data=csv)
+    assert tc.main(args) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["settings"]["label_names"] == ["ham", "spam"]
+    assert metrics["settings"]["text_column"] == "sms" and metrics["settings"]["encoding"] == "latin-1"
+    _, info = tc.load_classifier(tmp_path / "out")
+    assert info["label_names"] == ["ham", "spam"]

@@ -214,64 +214,213 @@ def test_predict_command_line(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[2] for line in lines] == ["quoted message", "first message", "second one"]
     assert all(line.split("\t")[0] in ("ham", "spam") and 0.5 <= float(line.split("\t")[1]) <= 1 for line in lines)
-    assert tc.predict_main(["--checkpoint", str(tmp_path / "missing"), "hi"]) == 2
+    assert tc.predict_main(["--checkpoint", str(tmp_path / "missing"), "hi"]) == 1
     assert "classifier" in capsys.readouterr().err
-    assert tc.predict_main(["--checkpoint", str(tmp_path)]) == 2
+    assert tc.predict_main(["--checkpoint", str(tmp_path)]) == 1
+    assert tc.main(["predict", "--checkpoint", str(tmp_path), "via main"]) == 0  # the CLI's subcommand
+    assert capsys.readouterr().out.strip().endswith("\tvia main")
+
+
+# --- the bonus switches, from Python ---
+
+def test_replace_head_and_freeze_lora_from_python():
+    model = tc.replace_head_and_freeze(tiny_classifier(), 3, "lora", lora_rank=2, lora_alpha=2)
+    assert model.out_head.out_features == 3 and isinstance(model.out_head, tc.LinearWithLoRA)
+    assert {n.rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad} == {"A", "B"}
+
+
+def test_average_embeddings_and_ignore_index_in_the_loss():
+    pad = 50256
+    model = tiny_classifier(seed=4)
+    ids = torch.tensor([[11, 12, pad, pad], [13, 14, 15, 16]])
+    targets = torch.tensor([0, 1])
+    logits = model(ids)
+    pooled = torch.stack([logits[0, :2].mean(0), logits[1].mean(0)])
+    loss = tc.calc_loss_batch(ids, targets, model, "cpu", average_embeddings=True)
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(pooled, targets).item(), abs=1e-6)
+    # ignore_index drops the examples whose target equals it (a class id here; the bonus script's 50256: none)
+    only_second = torch.nn.functional.cross_entropy(logits[1:, -1], targets[1:]).item()
+    assert tc.calc_loss_batch(ids, targets, model, "cpu", ignore_index=0).item() == pytest.approx(only_second, abs=1e-6)
+    assert tc.calc_loss_batch(ids, targets, model, "cpu", ignore_index=50256).item() == pytest.approx(
+        tc.calc_loss_batch(ids, targets, model, "cpu").item())
+
+
+def test_accumulating_batches_of_one_equals_one_batch_of_four():
+    torch.manual_seed(5)
+    ids, labels = torch.randint(0, 50000, (8, 6)), torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])
+    data = torch.utils.data.TensorDataset(ids, labels)
+    results = []
+    for batch_size, steps in ((4, 1), (1, 4)):
+        model = tc.replace_head_and_freeze(tiny_classifier(seed=6), 2, "last_block")
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+        torch.manual_seed(7)  # the same shuffle for both loaders
+        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True)
+        tc.train_classifier_simple(model, loader, loader, optimizer, "cpu", 1, eval_freq=100, eval_iter=1,
+                                   accumulation_steps=steps)
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad]))
+    assert torch.allclose(results[0], results[1], atol=1e-5)
+    assert not torch.allclose(results[0], torch.cat([p.detach().flatten() for p in tc.replace_head_and_freeze(
+        tiny_classifier(seed=6), 2, "last_block").parameters() if p.requires_grad]))  # it did train
+
+
+def test_disable_causal_mask_switches_every_attention_layer():
+    model = tiny_classifier()
+    ids = torch.randint(0, 50000, (1, 5))
+    first = model(ids)[0, 0]
+    tc.set_causal_mask(model, False)
+    assert all(not b.att.causal for b in model.trf_blocks)
+    assert not torch.allclose(model(ids)[0, 0], first)  # the first token now sees the others
+
+
+# --- the bonus switches on the command line (in-process, tiny model, tiny data) ---
+
+def _cli(tmp_path, name, *flags, rows=None, data=None):
+    """Run main() in test mode on a small synthetic CSV; returns (exit code, metrics or None, output folder)."""
+    import spam_dataset
+
+    if data is None:
+        data = tmp_path / "sms.csv"
+        if not data.exists():
+            (rows if rows is not None else spam_dataset.make_synthetic_spam_data(n_per_class=30)).to_csv(
+                data, index=False)
+    out = tmp_path / name
+    code = tc.main(["--test-mode", "--data", str(data), "--data-dir", str(tmp_path / f"data_{name}"),
+                    "--output-dir", str(out), "--num-epochs", "1", "--batch-size", "4", "--eval-freq", "4",
+                    "--eval-iter", "1", *flags])
+    metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else None
+    return code, metrics, out
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    return _cli(tmp_path_factory.mktemp("base"), "base")
+
+
+def test_cli_base_run_writes_metrics_and_confusion_matrix(base_run):
+    code, metrics, out = base_run
+    assert code == 0 and metrics["settings"]["trainer"] == "fast"
+    cm = metrics["classification_metrics"]
+    assert set(cm) == {"validation", "test"}
+    assert cm["test"]["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert sum(map(sum, cm["test"]["confusion_matrix"])) == cm["test"]["num_examples"] == 12
+    assert (out / "confusion_matrix.png").exists()
+
+
+def test_cli_ignore_index_for_padding_changes_nothing(tmp_path, base_run):
+    code, metrics, _ = _cli(tmp_path, "ignore", "--ignore_index", "50256")  # the bonus script's spelling
+    assert code == 0 and metrics["settings"]["ignore_index"] == 50256
+    # no label equals 50256, so the losses are the chapter's (as the bonus table's identical rows 1 and 18 show)
+    assert metrics["val_losses"] == pytest.approx(base_run[1]["val_losses"], abs=1e-5)
+    assert metrics["test_accuracy"] == base_run[1]["test_accuracy"]
+
+
+def test_cli_lora_trains_only_the_updates_and_predicts(tmp_path, capsys):
+    code, metrics, out = _cli(tmp_path, "lora", "--trainable_layers", "lora", "--lora_rank", "2",
+                              "--lora_alpha", "4")
+    assert code == 0 and metrics["settings"]["trainer"] == "simple"
+    assert "LoRA rank 2, alpha 4" in capsys.readouterr().out
+    state = torch.load(out / "classifier.pt", weights_only=True)
+    torch.manual_seed(123)  # the CLI's seed: the frozen weights must be exactly the initial ones
+    initial = gpt_model.GPTModel(dict(gpt_model.TINY_CONFIG)).state_dict()
+    weights = state["model_state_dict"]
+    assert torch.equal(weights["trf_blocks.0.att.W_query.linear.weight"], initial["trf_blocks.0.att.W_query.weight"])
+    assert weights["trf_blocks.0.att.W_query.lora.B"].abs().sum() > 0  # the update trained
+    assert state["extra"]["lora_rank"] == 2
+    model, _ = tc.load_classifier(out)
+    assert tc.lora_settings(model) == {"lora_rank": 2, "lora_alpha": 4.0}
+    assert len(tc.predict_from_checkpoint(out, ["win a prize", "lunch?"])) == 2
+
+
+@pytest.mark.parametrize("layers", ["last_layer", "last_two_blocks", "all"])
+def test_cli_trainable_layers(tmp_path, layers):
+    code, metrics, out = _cli(tmp_path, layers, "--trainable-layers", layers)
+    assert code == 0 and metrics["settings"]["trainable_layers"] == layers
+    weights = torch.load(out / "classifier.pt", weights_only=True)["model_state_dict"]
+    torch.manual_seed(123)
+    initial = gpt_model.GPTModel(dict(gpt_model.TINY_CONFIG)).state_dict()
+    changed = {k for k in initial if k in weights and not torch.equal(initial[k], weights[k])}
+    assert any(k.startswith("trf_blocks.1.") for k in changed) == (layers != "last_layer")
+    assert any(k.startswith("trf_blocks.0.") for k in changed) == (layers != "last_layer")  # 2 blocks: all of them
+    assert ("tok_emb.weight" in changed) == (layers == "all")
+
+
+def test_cli_token_position_average_embeddings_and_causal_mask(tmp_path):
+    code, metrics, out = _cli(tmp_path, "avg", "--average-embeddings", "--disable_causal_mask",
+                              "--trainable-token-pos", "flexible")
+    assert code == 0 and metrics["settings"]["trainer"] == "simple"  # the fast trainer cannot pool
+    assert metrics["settings"]["average_embeddings"] and metrics["settings"]["disable_causal_mask"]
+    code, metrics, _ = _cli(tmp_path, "nocausal", "--disable-causal-mask")
+    assert code == 0 and metrics["settings"]["trainer"] == "simple"  # metrics.json names the loop that ran
+    model, info = tc.load_classifier(out)
+    assert info["extra"]["average_embeddings"] and not any(b.att.causal for b in model.trf_blocks)
+    code, metrics, out = _cli(tmp_path, "first", "--trainable-token-pos", "first")
+    assert code == 0 and metrics["settings"]["trainer"] == "fast"
+    assert tc.load_classifier(out)[1]["extra"]["trainable_token_pos"] == "first"
+
+
+def test_cli_context_length_no_padding_and_accumulation(tmp_path, base_run):
+    code, metrics, _ = _cli(tmp_path, "ctx", "--context-length", "model_context_length", "--num-epochs", "1")
+    assert code == 0 and metrics["settings"]["max_length"] == 1024
+    code, metrics, _ = _cli(tmp_path, "ctx20", "--context_length", "20")
+    assert code == 0 and metrics["settings"]["max_length"] == 20
+    code, metrics, _ = _cli(tmp_path, "nopad", "--no-padding", "--accumulation-steps", "4")
+    assert code == 0 and metrics["settings"]["batch_size"] == 1 and metrics["settings"]["trainer"] == "simple"
+    assert metrics["examples_seen"] == 42  # every training message once, one at a time
+    with pytest.raises(SystemExit) as error:  # argparse: exit 2 with the usage line
+        _cli(tmp_path, "bad", "--context-length", "0")
+    assert error.value.code == 2
+    assert _cli(tmp_path, "long", "--context-length", "5000")[0] == 1
+    assert _cli(tmp_path, "acc0", "--accumulation-steps", "0")[0] == 1
+
+
+def test_cli_own_data_three_classes_and_no_balance(tmp_path):
+    import pandas as pd
+
+    texts = [f"{word} message number {i}" for word in ("alpha", "beta", "gamma") for i in range(20)]
+    topics = ["work"] * 20 + ["family"] * 20 + ["ads"] * 20
+    rows = pd.DataFrame({"message": texts[:50], "topic": topics[:50]})  # 20 work, 20 family, 10 ads
+    code, metrics, out = _cli(tmp_path, "own", "--text-column", "message", "--label-column", "topic", rows=rows)
+    assert code == 0
+    assert len(metrics["classification_metrics"]["test"]["confusion_matrix"]) == 3
+    assert tc.load_classifier(out)[1]["label_names"] == ["ads", "family", "work"]
+    assert tc.predict_from_checkpoint(out, ["gamma message"])[0][0] in ("ads", "family", "work")
+    counts = [len(pd.read_csv(tmp_path / "data_own" / f"{s}.csv")) for s in ("train", "validation", "test")]
+    assert sum(counts) == 30  # balanced: 10 of each
+    code, _, _ = _cli(tmp_path, "own_nb", "--text-column", "message", "--label-column", "topic", "--no-balance")
+    counts = [len(pd.read_csv(tmp_path / "data_own_nb" / f"{s}.csv")) for s in ("train", "validation", "test")]
+    assert code == 0 and sum(counts) == 50
 
 
 # --- several processes ---
 
-DDP_SCRIPT = r"""
-import json, os, sys
-import torch
-import gpt_model, train_classifier as tc
+def test_torchrun_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
+    import spam_dataset
 
-rank, world, device = tc.setup_distributed("cpu")
-torch.manual_seed(123)
-gen = torch.Generator().manual_seed(0)
-ids = torch.randint(0, 50257, (24, 10), generator=gen)
-labels = torch.randint(0, 2, (24,), generator=gen)
-train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ids, labels), batch_size=4, shuffle=True,
-                                    drop_last=True)
-val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ids[:8], labels[:8]), batch_size=4)
-model = tc.replace_head_and_freeze(gpt_model.GPTModel(dict(gpt_model.TINY_CONFIG)), 2, "last_block")
-model, train = tc.distribute_training(model, train, device)
-optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.1)
-result = tc.train_classifier_simple(model, train, val, optimizer, device, num_epochs=2, eval_freq=2, eval_iter=2)
-model = tc.unwrap_model(model)
-if tc.is_main_process():
-    flat = torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])
-    with open(sys.argv[1], "w") as f:
-        json.dump({"val_losses": result[1], "val_accs": result[3], "steps": len(train), "world": world,
-                   "params": flat.tolist()}, f)
-tc.cleanup_distributed()
-"""
-
-
-def _run(args, cwd, env_extra=None):
+    data = tmp_path / "sms.csv"
+    spam_dataset.make_synthetic_spam_data(n_per_class=30).to_csv(data, index=False)
+    flags = ["--test-mode", "--data", str(data), "--num-epochs", "2", "--batch-size", "4", "--eval-freq", "4",
+             "--eval-iter", "2", "--trainer", "simple", "--lr", "1e-3"]
+    assert tc.main([*flags, "--data-dir", str(tmp_path / "d1"), "--output-dir", str(tmp_path / "one")]) == 0
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.update(env_extra or {})
-    return subprocess.run(args, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
-
-
-def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
-    script = tmp_path / "ddp_run.py"
-    script.write_text(DDP_SCRIPT)
-    single = _run([sys.executable, str(script), str(tmp_path / "single.json")], tmp_path)
-    assert single.returncode == 0, single.stderr
-    double = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                   str(script), str(tmp_path / "double.json")], tmp_path)
-    assert double.returncode == 0, double.stderr[-3000:]
-    one = json.loads((tmp_path / "single.json").read_text())
-    two = json.loads((tmp_path / "double.json").read_text())
-    assert (one["world"], two["world"]) == (1, 2)
-    assert (one["steps"], two["steps"]) == (6, 6)  # 24 examples / global batch 4, each process 2 per step
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(REPO / "train_classifier.py"), *flags, "--data-dir", str(tmp_path / "d2"),
+                          "--output-dir", str(tmp_path / "two")],
+                         check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("Ep 1 (Step 000000)") == 1  # only rank 0 prints
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["examples_seen"] == one["examples_seen"] == 2 * 40  # 10 global batches of 4 per epoch
     assert two["val_losses"] == pytest.approx(one["val_losses"], abs=1e-5)
-    assert two["val_accs"] == one["val_accs"]
+    assert len(one["val_losses"]) == 5 and one["val_losses"][0] != one["val_losses"][-1]  # it did train
+    assert two["classification_metrics"] == one["classification_metrics"]
+    assert (two["train_accuracy"], two["test_accuracy"]) == (one["train_accuracy"], one["test_accuracy"])
     # the same weights up to float summation order (Adam magnifies it on the few near-zero gradients)
-    diff = (torch.tensor(two["params"]) - torch.tensor(one["params"])).abs()
-    assert diff.max() < 1e-3 and diff.mean() < 1e-6
-    assert len(one["val_losses"]) == 6 and one["val_losses"][0] != one["val_losses"][-1]  # it did train
+    w1 = torch.load(tmp_path / "one" / "classifier.pt", weights_only=True)["model_state_dict"]
+    w2 = torch.load(tmp_path / "two" / "classifier.pt", weights_only=True)["model_state_dict"]
+    diff = torch.cat([(w1[k] - w2[k]).abs().flatten() for k in w1])
+    assert diff.max() < 1e-3 and diff.mean() < 1e-7
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 
 def test_sharded_sampler_splits_each_global_batch():

@@ -28,6 +28,10 @@ def test_notebook_is_committed_without_outputs(path):
     dirty = [i for i, cell in enumerate(nb.cells)
              if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
     assert not dirty, f"{path.name}: cells {dirty} hold outputs or execution counts; run `nbstripout {path}`"
+    # run timings and saved widget state are outputs too (and a widget's state can be megabytes)
+    timed = [i for i, cell in enumerate(nb.cells) if "execution" in cell.metadata]
+    assert not timed, f"{path.name}: cells {timed} hold execution timings; run `nbstripout {path}`"
+    assert "widgets" not in nb.metadata, f"{path.name} holds saved widget state; run `nbstripout {path}`"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)

@@ -412,3 +412,14 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
 def test_save_rejects_wrong_number_of_label_names(tmp_path):
     with pytest.raises(ValueError, match="label names"):
         tc.save_classifier(tmp_path / "c.pt", trained_tiny(num_classes=3), gpt_model.TINY_CONFIG, ["a", "b"])
+
+
+def test_metrics_are_strict_json():
+    import json
+
+    import numpy as np
+
+    safe = tc._json_safe({"loss": float("nan"), "accs": [0.5, float("inf")], "t": torch.tensor([1, 2]),
+                          "n": np.int64(3), "name": "x"})
+    assert json.loads(json.dumps(safe, allow_nan=False)) == {"loss": None, "accs": [0.5, None], "t": [1, 2],
+                                                             "n": 3, "name": "x"}
