@@ -250,17 +250,17 @@ def _report_progress(progress, **state):
 
 # The chapter's loop recomputes, every step and every evaluation, the frozen embeddings and blocks whose
 # output for a message never changes. The fast trainer runs that frozen prefix once per distinct message,
-# caches its output, and trains (and evaluates) only the trainable top on the cached activations. In the last
-# block it computes keys and values at every position but everything else only at the one position the loss
-# reads. Same loaders, same batches, same random numbers, same printed progress: only less arithmetic.
+# caches its output, and trains (and evaluates) only the trainable top on the cached activations. The last
+# block is computed only at the one position the loss reads (its key and value weights fold into that query).
+# Same loaders, same batches, same random numbers, same printed progress: only less arithmetic.
 
-FAST_CACHE_MEMORY_BUDGET = 2 * 1024**3  # bytes; GPT-2 small, padded to 120 tokens: about 0.55 GB for all 1494 SMS
+FAST_CACHE_MEMORY_BUDGET = 2 * 1024**3  # bytes; GPT-2 small, 120 tokens: about 0.55 GB for all 1494 SMS
 FAST_PRECISIONS = ("fp32", "bf16")
 _PREFIX_CACHES = weakref.WeakKeyDictionary()  # model -> its cache, so accuracies after training reuse it
 
 
 def fast_trainer_applies(model, trainable_token_pos="last"):
-    """Return (True, "") when caching the frozen prefix gives the chapter's exact results, else (False, why)."""
+    """(True, "") when caching the frozen prefix gives the chapter's exact results, else (False, why not)."""
     if trainable_token_pos not in TRAINABLE_TOKEN_POSITIONS:
         raise ValueError(f"Unknown trainable_token_pos {trainable_token_pos!r}; "
                          f"choose one of {', '.join(TRAINABLE_TOKEN_POSITIONS)}.")
@@ -300,10 +300,11 @@ def _num_frozen_blocks(model):
 
 
 def _prefix_cache(model, device, budget, precision="fp32"):
-    """The model's cache of frozen-prefix activations, emptied when the frozen weights, device or precision change."""
+    """The model's cache of frozen-prefix activations; a fresh one when frozen weights or settings changed."""
     num_frozen = _num_frozen_blocks(model)
-    frozen = [*model.tok_emb.parameters(), *model.pos_emb.parameters(), *model.trf_blocks[:num_frozen].parameters()]
-    # A tensor's _version counts in-place writes (load_state_dict, optimizer steps): any change empties the cache.
+    frozen = [*model.tok_emb.parameters(), *model.pos_emb.parameters(),
+              *model.trf_blocks[:num_frozen].parameters()]
+    # A tensor's _version counts its in-place writes (load_state_dict, optimizer steps): a change means stale.
     signature = (num_frozen, str(device), precision, tuple((id(p), p._version, p.dtype) for p in frozen))
     cache = _PREFIX_CACHES.get(model)
     if cache is None or cache["signature"] != signature:
@@ -323,30 +324,31 @@ def _read_positions(input_batch, trainable_token_pos, pad_token_id):
     return ((input_batch != pad_token_id).sum(dim=1) - 1).clamp(min=0).long()
 
 
-def _row_key(row, pos):
-    """Cache key: the tokens up to the read position (causal attention never looks past it)."""
-    return row[: pos + 1].to(torch.int64).cpu().numpy().tobytes()
+def _key(tokens):
+    """Cache key of a message: its token ids up to the read position (causal attention looks no further)."""
+    return tokens.to(torch.int64).cpu().numpy().tobytes()
 
 
 def _fill_cache(model, cache, rows, device):
     """Run the frozen prefix on token-id rows (1-D, any lengths) in length-sorted chunks; cache what fits."""
     todo = {}
     for row in rows:
-        key = row.to(torch.int64).cpu().numpy().tobytes()
-        if key not in cache["rows"]:
-            todo[key] = row
+        if _key(row) not in cache["rows"]:
+            todo[_key(row)] = row
     rows = sorted(todo.values(), key=len)
     emb_dim = model.tok_emb.weight.shape[1]
     start = 0
     while start < len(rows) and not cache["full"]:
-        # about 4096 tokens per chunk: big matrix products, little padding since lengths are sorted
-        end = start + max(1, 4096 // len(rows[start]))
+        # up to 4096 tokens per chunk, counting the padding: big matrix products, little waste (sorted lengths)
+        end = start + 1
+        while end < len(rows) and (end + 1 - start) * len(rows[end]) <= 4096:
+            end += 1
         chunk = rows[start:end]
         width = len(chunk[-1])
         ids = torch.zeros(len(chunk), width, dtype=torch.long)
         for i, row in enumerate(chunk):
             ids[i, : len(row)] = row
-        with torch.no_grad():  # not inference_mode: these tensors feed the autograd graph of the training steps
+        with torch.no_grad():  # not inference_mode: autograd graphs of training steps will use these tensors
             t = ids.shape[1]
             ids = ids.to(device)
             x = model.tok_emb(ids) + model.pos_emb(torch.arange(t, device=device))
@@ -359,7 +361,7 @@ def _fill_cache(model, cache, rows, device):
                       f"({cache['budget'] / 2**30:.2f} GiB); messages beyond it are recomputed each time "
                       "(same results, less speed). Raise cache_memory_budget if memory allows.")
                 break
-            cache["rows"][row.to(torch.int64).cpu().numpy().tobytes()] = x[i, : len(row)].clone()
+            cache["rows"][_key(row)] = x[i, : len(row)].clone()
             cache["bytes"] += size
         start = end
 
@@ -384,7 +386,7 @@ def _warm_cache(model, cache, dataset, trainable_token_pos, pad_token_id, device
 def _cached_prefix(model, cache, input_batch, pos, device):
     """Frozen-prefix activations for a batch: [b, max(pos)+1, emb_dim], each row valid up to its position."""
     rows = [input_batch[i, : int(p) + 1] for i, p in enumerate(pos)]
-    keys = [_row_key(input_batch[i], int(p)) for i, p in enumerate(pos)]
+    keys = [_key(row) for row in rows]
     if any(k not in cache["rows"] for k in keys):
         _fill_cache(model, cache, rows, device)
     if any(k not in cache["rows"] for k in keys):  # the cache is full: compute this batch's prefix directly
@@ -402,26 +404,50 @@ def _cached_prefix(model, cache, input_batch, pos, device):
 
 
 def _last_block_at(block, x, pos):
-    """A TransformerBlock's output at one position per row: keys and values everywhere, the rest at pos only."""
-    att = block.att
+    """A TransformerBlock's output at one position per row: the only position the classifier reads."""
+    att, norm1 = block.att, block.norm1
     b, t, emb_dim = x.shape
-    rows = torch.arange(b, device=x.device)
     pos = pos.to(x.device)
-    h = block.norm1(x)
-    h_pos = h[rows, pos]
-    heads = (b, -1, att.num_heads, att.head_dim)
-    queries = att.W_query(h_pos).view(b, 1, att.num_heads, att.head_dim).transpose(1, 2)
-    keys = att.W_key(h).view(*heads).transpose(1, 2)
-    values = att.W_value(h).view(*heads).transpose(1, 2)
-    # causal: the query at pos sees keys 0..pos (also hides the zero rows past shorter messages)
-    visible = (torch.arange(t, device=x.device)[None, :] <= pos[:, None])[:, None, None, :]
-    context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=visible)
-    x_pos = x[rows, pos] + att.out_proj(context.reshape(b, emb_dim))
+    x_pos = x[torch.arange(b, device=x.device), pos]
+    queries = att.W_query(norm1(x_pos)).view(b, att.num_heads, att.head_dim)
+    # causal: the query at pos sees positions 0..pos (this also hides the zeros past shorter messages)
+    visible = torch.arange(t, device=x.device)[None, :] <= pos[:, None]
+    if isinstance(att.W_key, torch.nn.Linear) and isinstance(att.W_value, torch.nn.Linear):
+        context = _folded_attention(att, norm1, x, queries, visible)
+    else:  # wrapped projections (LoRA): keys and values of every position, then attention for one query
+        h = norm1(x)
+        keys, values = (z.view(b, t, att.num_heads, att.head_dim).transpose(1, 2)
+                        for z in (att.W_key(h), att.W_value(h)))
+        context = F.scaled_dot_product_attention(queries[:, :, None], keys, values,
+                                                 attn_mask=visible[:, None, None])
+    x_pos = x_pos + att.out_proj(context.reshape(b, emb_dim))
     return x_pos + block.ff(block.norm2(x_pos))
 
 
+def _folded_attention(att, norm1, x, queries, visible):
+    """One query's attention without projecting every position to keys and values ([b, heads, head_dim]).
+
+    norm1(x) @ W.T = x_hat @ (W * scale).T + W @ shift, with x_hat the frozen normalized input. So the key
+    weights fold into the query and the value weights apply after the weighted sum: per position this costs
+    emb_dim * heads operations, not emb_dim**2. The keys' constant (W_key @ shift + bias) adds the same number
+    to every score, which softmax ignores: its true gradient is 0, and here it is exactly 0.
+    """
+    heads, head_dim = att.num_heads, att.head_dim
+    x_hat = F.layer_norm(x, x.shape[-1:], eps=norm1.eps)  # [b, t, emb]: fixed, as x is
+    w_key = (att.W_key.weight * norm1.scale).view(heads, head_dim, -1)  # [heads, head_dim, emb]
+    w_value = (att.W_value.weight * norm1.scale).view(heads, head_dim, -1)
+    value_bias = att.W_value.weight @ norm1.shift
+    if att.W_value.bias is not None:
+        value_bias = value_bias + att.W_value.bias
+    query_in_x = torch.einsum("bhd,hde->bhe", queries, w_key)
+    scores = (query_in_x @ x_hat.transpose(1, 2)) / head_dim**0.5  # [b, heads, t], the scale SDPA uses
+    weights = torch.softmax(scores.masked_fill(~visible[:, None, :], float("-inf")), dim=-1)
+    mixed = weights @ x_hat  # [b, heads, emb]: the attention-weighted x_hat, before the value weights
+    return torch.einsum("bhe,hde->bhd", mixed, w_value) + value_bias.view(heads, head_dim)
+
+
 def _fast_logits(model, cache, input_batch, device, trainable_token_pos, pad_token_id):
-    """The classifier's logits [batch, classes] at the read position, from the cache plus the trainable top."""
+    """The classifier's logits [batch, classes] at the read position: the cache, then the trainable top."""
     pos = _read_positions(input_batch, trainable_token_pos, pad_token_id)
     x = _cached_prefix(model, cache, input_batch, pos, device)
     num_frozen, blocks = cache["num_frozen"], model.trf_blocks
@@ -457,7 +483,8 @@ def _fast_loss_loader(model, cache, data_loader, device, num_batches, token):
 
 
 def calc_accuracy_loader_fast(data_loader, model, device, num_batches=None, *, trainable_token_pos="last",
-                              pad_token_id=50256, precision="fp32", cache_memory_budget=FAST_CACHE_MEMORY_BUDGET):
+                              pad_token_id=50256, precision="fp32",
+                              cache_memory_budget=FAST_CACHE_MEMORY_BUDGET):
     """calc_accuracy_loader's result, reusing (and growing) the fast trainer's cache of frozen activations."""
     ok, reason = fast_trainer_applies(model, trainable_token_pos)
     if not ok:
@@ -487,13 +514,13 @@ def _fast_accuracy(model, cache, data_loader, device, num_batches, token, precis
     return correct_predictions / num_examples if num_examples else float("nan")
 
 
-def train_classifier_fast(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
-                          *, trainable_token_pos="last", pad_token_id=50256, precision="fp32",
+def train_classifier_fast(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq,
+                          eval_iter, *, trainable_token_pos="last", pad_token_id=50256, precision="fp32",
                           cache_memory_budget=FAST_CACHE_MEMORY_BUDGET, progress=None):
     """train_classifier_simple's results and printout, sooner: the frozen prefix runs once per message.
 
     Falls back to train_classifier_simple (and says why) when the prefix is not frozen or dropout is on.
-    precision="bf16" runs the trainable top under bfloat16 autocast: faster on CPUs with bf16 units, not exact.
+    precision="bf16" runs under bfloat16 autocast: faster on CPUs with bf16 units (AMX), not exact.
     """
     if precision not in FAST_PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(FAST_PRECISIONS)}.")
@@ -502,13 +529,13 @@ def train_classifier_fast(model, train_loader, val_loader, optimizer, device, nu
     if not ok:
         print(f"Fast trainer not used: {reason}. Running the chapter's loop (train_classifier_simple) instead"
               + (" in fp32." if precision != "fp32" else "."))
-        return train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq,
-                                       eval_iter, progress=progress, **token)
+        return train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
+                                       eval_freq, eval_iter, progress=progress, **token)
     cache = _prefix_cache(model, device, cache_memory_budget, precision)
     with _autocast(precision, device):  # bf16 also runs the frozen prefix in bf16: that is most of the work
         _warm_cache(model, cache, train_loader.dataset, trainable_token_pos, pad_token_id, device)
 
-    # The chapter's loop line by line, iterating the same loaders the same way, so batches and RNG draws match.
+    # The chapter's loop line by line, iterating the same loaders the same way: same batches, same RNG draws.
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
     for epoch in range(num_epochs):
@@ -536,7 +563,8 @@ def train_classifier_fast(model, train_loader, val_loader, optimizer, device, nu
                              examples_seen=examples_seen)
         train_accuracy = _fast_accuracy(model, cache, train_loader, device, eval_iter, token, precision)
         val_accuracy = _fast_accuracy(model, cache, val_loader, device, eval_iter, token, precision)
-        print(f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: {val_accuracy * 100:.2f}%")
+        print(f"Training accuracy: {train_accuracy * 100:.2f}% | "
+              f"Validation accuracy: {val_accuracy * 100:.2f}%")
         train_accs.append(train_accuracy)
         val_accs.append(val_accuracy)
     return train_losses, val_losses, train_accs, val_accs, examples_seen
@@ -544,13 +572,14 @@ def train_classifier_fast(model, train_loader, val_loader, optimizer, device, nu
 
 def classify_reviews_fast(texts, model, tokenizer, device, max_length=None, pad_token_id=50256, *,
                           trainable_token_pos="last", batch_size=32):
-    """classify_review's answers for many messages: batched, and the last block only where the classifier reads."""
+    """classify_review's answers for many messages: batched, last block only where the classifier reads."""
     reason = _not_standard_gpt(model)
     if reason:
         return [classify_review(text, model, tokenizer, device, max_length, pad_token_id,
                                 trainable_token_pos=trainable_token_pos) for text in texts]
     model.eval()
-    limit = model.pos_emb.weight.shape[0] if max_length is None else min(max_length, model.pos_emb.weight.shape[0])
+    context_length = model.pos_emb.weight.shape[0]
+    limit = context_length if max_length is None else min(max_length, context_length)
     rows, lengths = [], []
     for text in texts:  # the same ids classify_review builds, padding included
         try:
@@ -560,7 +589,7 @@ def classify_reviews_fast(texts, model, tokenizer, device, max_length=None, pad_
         lengths.append(len(ids))
         if max_length is not None:
             ids += [pad_token_id] * (limit - len(ids))
-        rows.append(torch.tensor(ids or [pad_token_id], dtype=torch.long))  # an empty text reads one pad token
+        rows.append(torch.tensor(ids or [pad_token_id], dtype=torch.long))  # empty text: read one pad token
     # sorted by length, a batch holds messages of about one size: little padding to compute
     order = sorted(range(len(rows)), key=lambda i: lengths[i])
     labels = [None] * len(rows)
@@ -1114,6 +1143,18 @@ def setup_distributed(device="auto"):
     return rank, world_size, device
 
 
+def rank0_first(stage):
+    """Under torchrun, let rank 0 do a step first (downloads share file names): call "start" before, "end" after.
+
+    Rank 0 waits at "end" and every other rank at "start", so they begin once rank 0 has finished; a plain run
+    does nothing.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and (stage == "start") != (dist.get_rank() == 0):
+        dist.barrier()
+
+
 def cleanup_distributed():
     """Leave the process group (if any), so the program exits cleanly."""
     import torch.distributed as dist
@@ -1511,12 +1552,14 @@ def _run_training(args):
     # Data first: a bad --data should fail before a 500 MB download.
     split_kwargs = {k: getattr(args, k) for k in ("text_column", "label_column", "encoding", "balance")
                     if getattr(args, k, None) is not None}
+    rank0_first("start")  # torchrun: rank 0 downloads and writes the splits first, the others then read them
     splits = spam_dataset.prepare_spam_splits(args.data, args.data_dir, offline=test_mode, **split_kwargs)
     label_names = list(splits["label_names"])  # prepare_spam_splits prints the source and the split sizes
     tokenizer = gpt_download.get_gpt2_tokenizer(args.models_dir)
 
     torch.manual_seed(args.seed)
     model, cfg = build_model(args.model_size, args.weights, args.models_dir, test_mode=test_mode)
+    rank0_first("end")
     model_desc = "tiny random GPT (test mode)" if test_mode else f"{args.model_size}, {args.weights} weights"
     print(f"Model: {model_desc} | device: {device}")
 

@@ -1,4 +1,4 @@
-"""The fast trainer gives the chapter's loop's results: same per-step losses, accuracies, printout and RNG use."""
+"""The fast trainer matches the chapter's loop: per-step losses, accuracies, printout, random numbers."""
 
 import copy
 import re
@@ -66,15 +66,16 @@ def run(trainer, model, per_batch=False, pad_token_id=PAD, **kwargs):
     real_print = builtins.print
     builtins.print = lambda *a, **k: lines.append(" ".join(map(str, a)))
     try:
-        result = trainer(model, train_loader, val_loader, optimizer, "cpu", num_epochs=3, eval_freq=4, eval_iter=2,
-                         progress=lambda state: steps.append(state["loss"]), pad_token_id=pad_token_id, **kwargs)
+        result = trainer(model, train_loader, val_loader, optimizer, "cpu", num_epochs=3, eval_freq=4,
+                         eval_iter=2, progress=lambda state: steps.append(state["loss"]),
+                         pad_token_id=pad_token_id, **kwargs)
     finally:
         builtins.print = real_print
     return result, steps, lines, copy.deepcopy(model.state_dict()), torch.get_rng_state()
 
 
 def shape_of(lines):
-    """The printout with its numbers blanked: the text must be the chapter's, the numbers are checked apart."""
+    """The printout with its numbers blanked: the text must be the chapter's; numbers are checked apart."""
     return [re.sub(r"\d+\.\d+", "#", line) for line in lines]
 
 
@@ -104,7 +105,8 @@ def test_fast_trainer_matches_chapter_loop(token_pos, per_batch):
     assert not any("not used" in line for line in fast[2])
     assert len(tc._PREFIX_CACHES[model]["rows"]) > 0  # the cache was used, not the fallback
     # reading the first token, attention has one key to look at: queries and keys get no true gradient
-    assert_same_run(fast, simple, ("att.W_key", "att.W_query") if token_pos == "first" else ("att.W_key.bias",))
+    noise_only = ("att.W_key", "att.W_query") if token_pos == "first" else ("att.W_key.bias",)
+    assert_same_run(fast, simple, noise_only)
     # the losses moved: the test would notice a trainer that does not train
     assert simple[0][0][0] != pytest.approx(simple[0][0][-1], rel=1e-3)
 
@@ -113,6 +115,18 @@ def test_fast_trainer_two_trainable_blocks():
     simple = run(tc.train_classifier_simple, make_model(trainable_layers="last_two_blocks"))
     fast = run(tc.train_classifier_fast, make_model(trainable_layers="last_two_blocks"))
     assert_same_run(fast, simple)
+
+
+def test_fast_trainer_with_wrapped_projections():
+    """Projections wrapped in another module (as LoRA does) take the general path: every key and value."""
+    def wrapped():
+        model = make_model()
+        att = model.trf_blocks[-1].att
+        att.W_key, att.W_value = torch.nn.Sequential(att.W_key), torch.nn.Sequential(att.W_value)
+        return model
+
+    assert_same_run(run(tc.train_classifier_fast, wrapped()), run(tc.train_classifier_simple, wrapped()),
+                    noise_only=("att.W_key.0.bias",))
 
 
 def test_fast_trainer_small_cache_budget_still_exact():
@@ -176,7 +190,8 @@ class CharTokenizer:
 @pytest.mark.parametrize("max_length, token_pos", [(24, "last"), (None, "last"), (24, "flexible")])
 def test_classify_reviews_fast_matches_classify_review(max_length, token_pos):
     model = make_model()
-    texts = ["win cash now!!", "see you at 8", "", "URGENT: claim your prize " * 3, "ok", "free entry", "hi mum"]
+    texts = ["win cash now!!", "see you at 8", "", "URGENT: claim your prize " * 3, "ok", "free entry",
+             "hi mum"]
     texts = [t for t in texts if t or max_length]  # classify_review needs at least one token
     # move the head's threshold to the median message, so both answers occur and a mix-up would show
     ids = [CharTokenizer().encode(t)[:24] + [PAD] * (24 - len(t[:24])) for t in texts]
