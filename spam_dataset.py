@@ -2,7 +2,6 @@
 
 import hashlib
 import io
-import os
 import random
 import warnings
 import zipfile
@@ -12,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from gpt_download import DownloadError, atomic_write, download_file, file_sha256
 
 SMS_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 SMS_BACKUP_URL = "https://f001.backblazeb2.com/file/LLMs-from-scratch/sms%2Bspam%2Bcollection.zip"
@@ -48,16 +49,12 @@ class DataWarning(UserWarning):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _sha256_bytes(data):
-    return hashlib.sha256(data).hexdigest()
-
-
 def _is_valid_sms_file(path):
     """True when path holds exactly the SMSSpamCollection data file (size first: no hashing of wrong files)."""
     path = Path(path)
     if not path.is_file() or path.stat().st_size != SMS_MEMBER_SIZE:
         return False
-    return _sha256_bytes(path.read_bytes()) == SMS_MEMBER_SHA256
+    return file_sha256(path) == SMS_MEMBER_SHA256
 
 
 def _find_member(zf, name=SMS_MEMBER_NAME):
@@ -78,26 +75,11 @@ def _read_sms_member(zip_path):
             data = zf.read(info)  # checks the CRC: a corrupt member raises BadZipFile
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError):
         return None
-    return data if _sha256_bytes(data) == SMS_MEMBER_SHA256 else None
-
-
-def _write_atomically(path, data):
-    """Write bytes to path through a temp file in the same folder, so a crash leaves the old file or none."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    return data if hashlib.sha256(data).hexdigest() == SMS_MEMBER_SHA256 else None
 
 
 def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, backup_url=SMS_BACKUP_URL):
     """Fetch the SMS Spam Collection zip and extract its data file to data_file_path; returns that Path."""
-    from gpt_download import DownloadError, download_file  # lazy: reading local data needs no network code
-
     zip_path, extracted_path, data_file_path = Path(zip_path), Path(extracted_path), Path(data_file_path)
     if _is_valid_sms_file(data_file_path):
         print(f"{data_file_path} already exists. Skipping download and extraction.")
@@ -127,7 +109,8 @@ def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, 
 
     # Only the one member, written under our own name: a hostile member path ("../x") is never used.
     extracted_path.mkdir(parents=True, exist_ok=True)
-    _write_atomically(data_file_path, data)
+    with atomic_write(data_file_path) as tmp:
+        tmp.write_bytes(data)
     print(f"File downloaded and saved as {data_file_path}")
     return data_file_path
 
@@ -439,17 +422,6 @@ def make_synthetic_spam_data(n_per_class=150, seed=123):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _write_csv_atomically(df, path):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        df.to_csv(tmp, index=None)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def prepare_spam_splits(data=None, data_dir="data", *, offline=False, text_column=None, label_column=None,
                         encoding=None, balance=True, train_frac=0.7, validation_frac=0.1, verbose=True):
     """Load (or download, or synthesise), balance, split 70/10/20 and write data_dir/{train,validation,test}.csv.
@@ -501,7 +473,8 @@ def prepare_spam_splits(data=None, data_dir="data", *, offline=False, text_colum
     paths = {"train": data_dir / "train.csv", "validation": data_dir / "validation.csv",
              "test": data_dir / "test.csv"}
     for split_name, split in (("train", train_df), ("validation", validation_df), ("test", test_df)):
-        _write_csv_atomically(split[["Label", "Text"]], paths[split_name])
+        with atomic_write(paths[split_name]) as tmp:
+            split[["Label", "Text"]].to_csv(tmp, index=None)
     num_rows = {"loaded": num_loaded, "used": len(df), "train": len(train_df),
                 "validation": len(validation_df), "test": len(test_df)}
     if verbose:

@@ -1,17 +1,26 @@
 """Classification fine-tuning of GPT-2: head swap and freezing, last-token loss, training loops, the CLI."""
 
+import argparse
 import contextlib
+import json
 import math
 import os
 import sys
+import time
 import warnings
 import weakref
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
+import gpt_download
+import gpt_model
+import spam_dataset
+from gpt_download import CheckpointError, atomic_write  # CheckpointError: load_classifier raises it too
+
 # ---------------------------------------------------------------------------------------------------------
-# Settings and devices (helper D)
+# Settings, devices, the model
 # ---------------------------------------------------------------------------------------------------------
 
 TRAINABLE_LAYERS = ("last_layer", "last_block", "last_two_blocks", "all")
@@ -41,25 +50,38 @@ def resolve_device(name="auto"):
     return torch.device(name)
 
 
-def build_model(model_size="gpt2-small (124M)", weights="pretrained", models_dir="gpt2", test_mode=False):
-    """Return (model, cfg): GPT-2 with OpenAI's weights, random weights, or the tiny offline model in test mode."""
-    import gpt_model
+WEIGHTS_FORMATS = ("openai", "safetensors")
 
+
+def build_model(model_size="gpt2-small (124M)", weights="pretrained", models_dir="gpt2", test_mode=False, *,
+                weights_format="openai", seed=None):
+    """Return (model, cfg): GPT-2 with OpenAI's weights, random weights, or the tiny offline model in test mode.
+
+    weights_format: "openai" reads the chapter's TensorFlow checkpoint (download_and_load_gpt2); "safetensors"
+    reads Hugging Face's copy of the same weights, no TensorFlow needed. seed: when given, torch.manual_seed(seed)
+    first, so random (and test-mode) weights are the same every time; None leaves seeding to the caller.
+    """
     if weights not in ("pretrained", "random"):
         raise ValueError(f"Unknown --weights {weights!r}; choose 'pretrained' or 'random'.")
+    if weights_format not in WEIGHTS_FORMATS:
+        raise ValueError(f"Unknown --weights-format {weights_format!r}; choose one of {', '.join(WEIGHTS_FORMATS)}.")
     cfg = gpt_model.get_model_config(model_size)  # a typo in the size fails in test mode too
+    if seed is not None:
+        torch.manual_seed(seed)
     if is_test_mode(test_mode):
         # A tiny random GPT: seconds on a CPU and no downloads; the numbers it gives mean nothing.
         cfg = dict(gpt_model.TINY_CONFIG)
         return gpt_model.GPTModel(cfg), cfg
     params = None
     if weights == "pretrained":
-        import gpt_download
-
         # Download (or find) the weights before building the model: a failed download then costs nothing.
-        _settings, params = gpt_download.download_and_load_gpt2(
-            model_size=gpt_model.model_size_to_download_name(model_size), models_dir=models_dir
-        )
+        if weights_format == "openai" and (tf_error := gpt_download.tensorflow_import_error()):
+            print(f"TensorFlow does not import ({tf_error}), so OpenAI's checkpoint cannot be read; "
+                  "using the same weights from Hugging Face's model.safetensors instead.")
+            weights_format = "safetensors"
+        load = (gpt_download.download_and_load_gpt2 if weights_format == "openai"
+                else gpt_download.download_and_load_gpt2_safetensors)
+        _settings, params = load(gpt_model.model_size_to_download_name(model_size), models_dir)
     model = gpt_model.GPTModel(cfg)
     if params is not None:
         gpt_model.load_weights_into_gpt(model, params)
@@ -67,16 +89,16 @@ def build_model(model_size="gpt2-small (124M)", weights="pretrained", models_dir
     return model, cfg
 
 
-
 # ---------------------------------------------------------------------------------------------------------
-# The classification head: swap and freeze (helper D)
+# The classification head: swap and freeze
 # ---------------------------------------------------------------------------------------------------------
 
 
 def replace_head_and_freeze(model, num_classes=2, trainable_layers="last_block", *, lora_rank=16, lora_alpha=16):
     """Swap the 50257-word output layer for a num_classes head and freeze what should not train; returns model."""
     if trainable_layers == "lora":
-        # Issue 6: the new head too is frozen; only LoRA updates beside every Linear (head included) train.
+        # LoRA (a bonus experiment): the new head too is frozen; only the low-rank updates beside every Linear
+        # (head included) train.
         model.out_head = torch.nn.Linear(in_features=model.tok_emb.weight.shape[1], out_features=num_classes)
         return apply_lora(model, lora_rank, lora_alpha)
     if trainable_layers not in TRAINABLE_LAYERS:
@@ -99,16 +121,15 @@ def replace_head_and_freeze(model, num_classes=2, trainable_layers="last_block",
     return model
 
 
-
 # ---------------------------------------------------------------------------------------------------------
-# Loss and accuracy on the last token (helper D)
+# Loss and accuracy on the token the classifier reads
 # ---------------------------------------------------------------------------------------------------------
 
 
 def select_token_logits(logits, input_batch, trainable_token_pos="last", pad_token_id=50256, average_embeddings=False):
     """Pick the one position per sequence the classifier reads: the last, the first, or the last real token."""
     if average_embeddings:
-        # Issue 6's --average-embeddings: the mean over the real (non-padding) tokens instead of one position.
+        # --average-embeddings (a bonus experiment): the mean over the real (non-padding) tokens, not one position.
         mask = (input_batch != pad_token_id).unsqueeze(-1).to(device=logits.device, dtype=logits.dtype)
         return (logits * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
     if trainable_token_pos == "last":
@@ -183,9 +204,8 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter, *, traina
     return train_loss, val_loss
 
 
-
 # ---------------------------------------------------------------------------------------------------------
-# The chapter's training loop (helper D)
+# The chapter's training loop
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -195,7 +215,7 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
     """The chapter's loop; returns (train_losses, val_losses, train_accs, val_accs, examples_seen).
 
     progress: optional tqdm bar (advanced one step per batch) or a callable given a dict after every step.
-    accumulation_steps > 1 (issue 6): gradients of that many batches add up before each optimizer step.
+    accumulation_steps > 1 (a bonus experiment): gradients of that many batches add up before each optimizer step.
     """
     token = {"trainable_token_pos": trainable_token_pos, "pad_token_id": pad_token_id,
              "average_embeddings": average_embeddings}
@@ -242,9 +262,8 @@ def _report_progress(progress, **state):
         progress(state)
 
 
-
 # ---------------------------------------------------------------------------------------------------------
-# The fast trainer (helper F)
+# The fast trainer: the chapter's results, minutes sooner
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -278,8 +297,6 @@ def fast_trainer_applies(model, trainable_token_pos="last"):
 
 def _not_standard_gpt(model):
     """Why the shortcuts below do not hold for this model ("" when it is the package's causal GPTModel)."""
-    import gpt_model
-
     if type(model).forward is not gpt_model.GPTModel.forward:
         return f"the model is a {type(model).__name__}, not the package's GPTModel"
     blocks = list(model.trf_blocks)
@@ -612,12 +629,8 @@ def classify_reviews_fast(texts, model, tokenizer, device, max_length=None, pad_
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Plots, classifying a message, saving and loading (helper D)
+# Plots, classifying a message, saving and loading
 # ---------------------------------------------------------------------------------------------------------
-
-
-class CheckpointError(ValueError):
-    """A classifier file that cannot be used: corrupt, not ours, or saved for another model."""
 
 
 def plot_values(epochs_seen, examples_seen, train_values, val_values, label="loss", save_path=None):
@@ -639,7 +652,8 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label="los
     ax2.set_xlabel("Examples seen")
     fig.tight_layout()
     if save_path is not None:
-        _atomic_write(save_path, lambda tmp: fig.savefig(tmp, format=_plot_format(save_path)))
+        with atomic_write(save_path) as tmp:
+            fig.savefig(tmp, format=_plot_format(save_path))
     return fig
 
 
@@ -675,34 +689,6 @@ def classify_review(text, model, tokenizer, device, max_length=None, pad_token_i
     return "spam" if predicted_label == 1 else "not spam"
 
 
-def _atomic_write(path, write):
-    """Call write(tmp_path) on a temp file beside path, then rename it into place: never a half-written file."""
-    import tempfile
-
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        _chmod_like_new_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        # KeyboardInterrupt included: the old file (if any) stays, the temp file goes.
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-def _chmod_like_new_file(path):
-    """mkstemp makes files private (0600); give the result the permissions a plain open() would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def save_classifier(path, model, cfg, label_names=("not spam", "spam"), max_length=None, extra=None, *,
                     model_size=None, trainable_layers="last_block"):
     """Write the fine-tuned weights plus everything needed to rebuild the model to path (a plain dict)."""
@@ -722,7 +708,9 @@ def save_classifier(path, model, cfg, label_names=("not spam", "spam"), max_leng
         "trainable_layers": trainable_layers,
         "extra": dict(extra or {}),
     }
-    return _atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+    with atomic_write(path) as tmp:
+        torch.save(checkpoint, tmp)
+    return os.fspath(path)
 
 
 def _model_shape(model):
@@ -750,8 +738,6 @@ def _check_same(path, what, saved, expected):
 
 def _same_size(a, b):
     """True when two model-size spellings ("124M", "gpt2-small (124M)") name the same GPT-2."""
-    import gpt_model
-
     try:
         return gpt_model.model_size_to_download_name(a) == gpt_model.model_size_to_download_name(b)
     except (ValueError, KeyError):
@@ -764,8 +750,6 @@ def load_classifier(path, device="cpu", *, model=None, cfg=None, num_classes=Non
     path may be the file or the folder holding classifier.pt. Given model / cfg / num_classes / model_size, the
     file must match them; with model, its weights are loaded into that model.
     """
-    import gpt_model
-
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, "classifier.pt")
@@ -796,7 +780,7 @@ def load_classifier(path, device="cpu", *, model=None, cfg=None, num_classes=Non
     if model is None:
         model = gpt_model.GPTModel(saved_cfg)
         model.out_head = torch.nn.Linear(saved_cfg["emb_dim"], saved_classes)
-        # Issue 6's switches change the model's structure (LoRA layers, no causal mask): rebuild it first.
+        # The bonus experiments' switches change the model's structure (LoRA, no causal mask): rebuild it first.
         rebuild_classifier_switches(model, checkpoint)
     try:
         model.load_state_dict(checkpoint["model_state_dict"])
@@ -810,9 +794,8 @@ def load_classifier(path, device="cpu", *, model=None, cfg=None, num_classes=Non
     return model, info
 
 
-
 # ---------------------------------------------------------------------------------------------------------
-# Beyond the chapter: LoRA, metrics, prediction, several processes (helper E)
+# Beyond the chapter: LoRA, metrics, prediction, several processes
 # ---------------------------------------------------------------------------------------------------------
 
 # --- LoRA: a small trainable low-rank update next to every frozen Linear (appendix E's idea) ---
@@ -892,12 +875,7 @@ def count_trainable_parameters(model):
 def classification_logits(model, input_batch, trainable_token_pos="last", pad_token_id=50256,
                           average_embeddings=False):
     """The [batch, classes] logits the classifier decides on: one token position, or the mean over real tokens."""
-    logits = model(input_batch)
-    if average_embeddings:
-        # mean-pool over the real (non-padding) tokens only, so padding never dilutes the message
-        mask = (input_batch != pad_token_id).unsqueeze(-1).to(logits.dtype)
-        return (logits * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-    return select_token_logits(logits, input_batch, trainable_token_pos, pad_token_id)
+    return select_token_logits(model(input_batch), input_batch, trainable_token_pos, pad_token_id, average_embeddings)
 
 
 def confusion_matrix_from_predictions(targets, predictions, num_classes=2):
@@ -991,17 +969,9 @@ def plot_confusion_matrix(matrix, label_names, save_path=None, title="Confusion 
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     if save_path is not None:
-        _save_figure_atomically(fig, save_path)
+        with atomic_write(save_path) as tmp:
+            fig.savefig(tmp, format=_plot_format(save_path))
     return fig
-
-
-def _save_figure_atomically(fig, save_path):
-    """Write the figure to a temporary file next to save_path, then rename it into place."""
-    save_path = os.fspath(save_path)
-    root, ext = os.path.splitext(save_path)
-    tmp_path = f"{root}.tmp{os.getpid()}{ext or '.png'}"
-    fig.savefig(tmp_path)
-    os.replace(tmp_path, save_path)
 
 
 # --- Using a trained classifier ---
@@ -1059,9 +1029,7 @@ def predict_from_checkpoint(checkpoint, texts, device="cpu", tokenizer=None, mod
     device = resolve_device(device) if isinstance(device, str) else device
     model, info = load_classifier(resolve_checkpoint_path(checkpoint), device=device)
     if tokenizer is None:
-        from gpt_download import get_gpt2_tokenizer
-
-        tokenizer = get_gpt2_tokenizer(models_dir)
+        tokenizer = gpt_download.get_gpt2_tokenizer(models_dir)
     extra = _checkpoint_extras(info)
     return predict(texts, model, tokenizer, device, max_length=info.get("max_length"),
                    label_names=info.get("label_names") or ("ham", "spam"),
@@ -1079,36 +1047,6 @@ def _checkpoint_extras(info):
     return extra
 
 
-def predict_main(argv=None):
-    """`train_classifier.py predict --checkpoint DIR "message" ...`: prints label, probability, message."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="train_classifier.py predict",
-                                     description="Classify messages with a fine-tuned classifier.")
-    parser.add_argument("messages", nargs="*", help="messages to classify (quote each one)")
-    parser.add_argument("--checkpoint", required=True, help="a training run's output folder or its classifier.pt")
-    parser.add_argument("--file", help="a text file with one message per line")
-    parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default: cpu)")
-    args = parser.parse_args(argv)
-    messages = list(args.messages)
-    try:
-        if args.file:
-            if not os.path.isfile(args.file):
-                raise FileNotFoundError(f"Message file {args.file} does not exist; pass a text file with one "
-                                        "message per line.")
-            with open(args.file, encoding="utf-8") as f:
-                messages += [line.rstrip("\r\n") for line in f if line.strip()]
-        if not messages:
-            raise ValueError("No messages to classify; pass them in quotes after --checkpoint DIR, or --file FILE.")
-        results = predict_from_checkpoint(args.checkpoint, messages, device=args.device)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1  # as main(): 1 for a user error, 2 (argparse) for bad flags
-    for message, (label, probability) in zip(messages, results):
-        print(f"{label}\t{probability:.4f}\t{message}")
-    return 0
-
-
 # --- Several processes: torchrun + DistributedDataParallel ---
 
 def distributed_environment():
@@ -1122,8 +1060,6 @@ def setup_distributed(device="auto"):
 
     Processes other than rank 0 stop printing (their stdout goes to os.devnull); errors still show on stderr.
     """
-    import torch.distributed as dist
-
     device = resolve_device(device) if isinstance(device, str) else device
     rank, world_size, local_rank = distributed_environment()
     if world_size == 1:
@@ -1149,24 +1085,18 @@ def rank0_first(stage):
     Rank 0 waits at "end" and every other rank at "start", so they begin once rank 0 has finished; a plain run
     does nothing.
     """
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized() and (stage == "start") != (dist.get_rank() == 0):
         dist.barrier()
 
 
 def cleanup_distributed():
     """Leave the process group (if any), so the program exits cleanly."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def is_main_process():
     """True on rank 0 or in an ordinary run: the one process that prints and writes files."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
     return distributed_environment()[0] == 0
@@ -1206,8 +1136,6 @@ def distribute_training(model, train_loader, device):
     train_loader's batch_size is the global batch: it must divide by the number of processes. A plain run
     (WORLD_SIZE 1) gets both back unchanged.
     """
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return model, train_loader
     rank, world_size = dist.get_rank(), dist.get_world_size()
@@ -1223,108 +1151,7 @@ def distribute_training(model, train_loader, device):
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids), loader
 
 
-# --- The bonus experiments' switches on the command line (plugged into main() through its hooks) ---
-
-def _context_length_arg(value):
-    """--context-length: longest_training_example, model_context_length or a number of tokens."""
-    value = value.strip().replace("-", "_")
-    if value in ("longest_training_example", "model_context_length"):
-        return value
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        import argparse
-
-        raise argparse.ArgumentTypeError(f"{value!r} is not longest_training_example, model_context_length or a "
-                                         "positive number of tokens")
-    return number
-
-
-def add_extra_arguments(parser):
-    """Issue 6's flags; underscore spellings (--trainable_layers) work through main()'s normalising."""
-    import argparse
-
-    group = parser.add_argument_group("experiments beyond the chapter (its bonus table)")
-
-    def add(flag, **kwargs):
-        if flag not in parser._option_string_actions:  # another section may own it already
-            group.add_argument(flag, **kwargs)
-
-    add("--trainable-layers", default="last_block", choices=(*TRAINABLE_LAYERS, "lora"),
-        help="what trains besides the new head (default: last_block, as in the chapter)")
-    add("--lora-rank", type=int, default=16, help="rank of the LoRA updates (--trainable-layers lora)")
-    add("--lora-alpha", type=float, default=16, help="LoRA scaling: the update is multiplied by alpha / rank")
-    add("--trainable-token-pos", default="last", choices=TRAINABLE_TOKEN_POSITIONS,
-        help="which token's output classifies: last (chapter), first, or flexible (the last non-padding one)")
-    add("--average-embeddings", action="store_true",
-        help="classify the mean of the outputs over the real (non-padding) tokens instead of one token")
-    add("--context-length", type=_context_length_arg, default="longest_training_example",
-        help="pad/truncate to longest_training_example (chapter), model_context_length, or N tokens")
-    add("--no-padding", action="store_true",
-        help="no padding at all: batch size 1 (combine with --accumulation-steps N)")
-    add("--accumulation-steps", type=int, default=1, help="update the weights every N batches (gradient accumulation)")
-    add("--disable-causal-mask", action="store_true", help="let every token attend to the whole message")
-    add("--ignore-index", type=int, default=-100,
-        help="target value the cross entropy ignores (the bonus script's --ignore_index; -100: none)")
-    add("--balance", action=argparse.BooleanOptionalAction, default=True,
-        help="undersample the larger classes to the smallest one, as the chapter does (default: on)")
-
-
-def extra_loader_kwargs(args, cfg):
-    """The DataLoader settings behind --context-length and --no-padding."""
-    kwargs = {}
-    context = getattr(args, "context_length", "longest_training_example")
-    if context == "model_context_length":
-        kwargs["max_length"] = int(cfg["context_length"])
-    elif isinstance(context, int):
-        if context > cfg["context_length"]:
-            raise ValueError(f"--context-length {context} is longer than the model's context of "
-                             f"{cfg['context_length']} tokens; pass at most {cfg['context_length']}.")
-        kwargs["max_length"] = context
-    if getattr(args, "no_padding", False):
-        if args.batch_size != 1:
-            print(f"--no-padding: batch size 1 instead of {args.batch_size} (use --accumulation-steps for "
-                  "larger updates).")
-            args.batch_size = 1  # read by main() right after this hook
-        kwargs["per_batch_padding"] = True  # a batch of one message is padded to its own length: not at all
-    return kwargs
-
-
-def setup_classifier(model, args, num_classes):
-    """Head swap and freezing for --trainable-layers (LoRA included), the causal-mask switch, the trainer choice."""
-    if getattr(args, "accumulation_steps", 1) < 1:
-        raise ValueError(f"--accumulation-steps must be at least 1 (got {args.accumulation_steps}).")
-    layers = getattr(args, "trainable_layers", "last_block")
-    if layers == "lora":
-        model = replace_head_and_freeze(model, num_classes, "lora", lora_rank=args.lora_rank,
-                                        lora_alpha=args.lora_alpha)
-        trainable, total = count_trainable_parameters(model)
-        print(f"LoRA rank {args.lora_rank}, alpha {args.lora_alpha:g}: {trainable:,} of {total:,} parameters train.")
-    else:
-        model = replace_head_and_freeze(model, num_classes, layers)
-    if getattr(args, "disable_causal_mask", False):
-        set_causal_mask(model, False)
-    # the fast trainer computes the chapter's loss only; these switches change the loss or the update
-    inexact = [flag for flag, on in (
-        ("--average-embeddings", getattr(args, "average_embeddings", False)),
-        ("--accumulation-steps", getattr(args, "accumulation_steps", 1) > 1),
-        ("--ignore-index", 0 <= getattr(args, "ignore_index", -100) < num_classes),
-        ("--trainable-layers lora", layers == "lora"),
-        ("torchrun", distributed_environment()[1] > 1),
-    ) if on]
-    if inexact and getattr(args, "trainer", "simple") == "fast":
-        print(f"Using the chapter's loop: the fast trainer does not implement {', '.join(inexact)}.")
-        args.trainer = "simple"
-    if getattr(args, "trainer", "simple") == "fast" and "fast_trainer_applies" in globals():
-        # decided here rather than inside the fast trainer, so metrics.json names the loop that really ran
-        applies, reason = fast_trainer_applies(model, getattr(args, "trainable_token_pos", "last"))
-        if not applies:
-            print(f"Using the chapter's loop: {reason}.")
-            args.trainer = "simple"
-    return model
-
+# --- Switches that change the model's structure (kept in the checkpoint, rebuilt when it is loaded) ---
 
 def set_causal_mask(model, causal=True):
     """Switch every attention layer's causal mask on or off (off: each token sees the whole message)."""
@@ -1344,83 +1171,100 @@ def rebuild_classifier_switches(model, checkpoint):
     return model
 
 
-def extra_metrics(model, loaders, device, args, label_names=None):
-    """Precision, recall, F1 and confusion matrices for validation and test: printed, plotted, for metrics.json."""
-    num_classes = unwrap_model(model).out_head.out_features
-    options = {"trainable_token_pos": getattr(args, "trainable_token_pos", "last"),
-               "average_embeddings": getattr(args, "average_embeddings", False)}
-    results = {split: classification_metrics(model, loader, device, num_classes, **options)
-               for split, loader in (("validation", loaders[1]), ("test", loaders[2]))}
-    if not label_names:
-        label_names = ["ham", "spam"] if num_classes == 2 else [str(i) for i in range(num_classes)]
-    print(format_metrics_table(results, label_names))
-
-    def write_plot(tmp):
-        import matplotlib.pyplot as plt
-
-        fig = plot_confusion_matrix(results["test"]["confusion_matrix"], label_names, title="Test confusion matrix")
-        fig.savefig(tmp, format="png")
-        plt.close(fig)
-
-    # main() writes "output_files" together with its own outputs (temp files, then renamed)
-    return {"classification_metrics": results, "output_files": {"confusion_matrix.png": write_plot}}
-
-
 # ---------------------------------------------------------------------------------------------------------
-# Command line (helper D)
+# Command line: `python train_classifier.py [flags]` trains; `python train_classifier.py predict ...` classifies
 # ---------------------------------------------------------------------------------------------------------
-# Plug points for the other sections, looked up by name when main() runs (all optional):
-#   add_fast_trainer_arguments(parser), add_extra_arguments(parser)  -> add flags
-#   extra_loader_kwargs(args, cfg) -> dict         merged into spam_dataset.create_data_loaders(...)
-#   setup_classifier(model, args, num_classes)     replaces the replace_head_and_freeze(...) call
-#   extra_metrics(model, loaders, device, args) -> dict   merged into metrics.json (loaders: train, val, test);
-#       its optional key "output_files" = {file name: write(tmp_path)} is staged with the other outputs, so
-#       extra files (e.g. confusion_matrix.png) also appear only when the whole run is complete
-#   predict_main(argv) -> int                      `python train_classifier.py predict ...`
-# Every keyword parameter of the trainer (after the chapter's eight) whose name matches a parsed flag
-# (e.g. trainable_token_pos, precision) is passed through, so a new flag reaches the trainer by its name.
 
 OUTPUT_FILES = ("classifier.pt", "metrics.json", "loss.png", "accuracy.png")
+PAD_TOKEN_ID = 50256  # GPT-2's <|endoftext|>, the chapter's padding token
+# The errors a person fixes (bad flag values, missing or corrupt files, no network): one line, no traceback.
+# DataError and CheckpointError are ValueErrors; DownloadError is a RuntimeError.
+USER_ERRORS = (ValueError, OSError, gpt_download.DownloadError)
+
+
+def _context_length_arg(value):
+    """--context-length: longest_training_example, model_context_length or a number of tokens."""
+    value = value.strip().replace("-", "_")
+    if value in ("longest_training_example", "model_context_length"):
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not longest_training_example, model_context_length or a "
+                                         "positive number of tokens")
+    return number
 
 
 def build_arg_parser():
-    """The CLI's flags; other sections add theirs through the plug points above."""
-    import argparse
-
+    """Every flag of the training command, in groups: the chapter's run, the data, speed, the bonus experiments."""
     parser = argparse.ArgumentParser(
         prog="train_classifier.py",
-        description="Fine-tune GPT-2 into a spam classifier (chapter 6). --test-mode: tiny model, offline, seconds.",
+        description="Fine-tune GPT-2 into a spam classifier (chapter 6). --test-mode: tiny model, offline, seconds. "
+                    "`train_classifier.py predict --help`: classify messages with a trained classifier.",
     )
-    parser.add_argument("--data", default=None,
-                        help="the UCI zip, the SMSSpamCollection TSV, a folder holding them, your CSV/TSV, or "
-                             "'synthetic' (default: download into --data-dir; test mode: the shared zip, else "
-                             "synthetic data)")
-    parser.add_argument("--data-dir", default="data", help="where the data and the train/validation/test CSVs go")
-    parser.add_argument("--text-column", default=None, help="text column of your own CSV")
-    parser.add_argument("--label-column", default=None, help="label column of your own CSV")
-    parser.add_argument("--encoding", default=None, help="encoding of your own CSV (e.g. latin-1)")
-    parser.add_argument("--model-size", default="gpt2-small (124M)",
-                        help='"gpt2-small (124M)" or 124M, "gpt2-medium (355M)" or 355M, 774M, 1558M')
-    parser.add_argument("--weights", choices=("pretrained", "random"), default="pretrained")
-    parser.add_argument("--models-dir", default="gpt2", help="where the GPT-2 checkpoint files are kept")
-    parser.add_argument("--num-epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--eval-freq", type=int, default=50, help="evaluate every N training steps")
-    parser.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    parser.add_argument("--trainer", choices=("fast", "simple"), default="fast",
-                        help="fast (default) or the chapter's loop, unchanged (simple)")
-    parser.add_argument("--output-dir", default="outputs", help="where classifier.pt, metrics.json and plots go")
-    parser.add_argument("--test-mode", action="store_true",
-                        help="tiny random GPT, no downloads, seconds (same as TUTORIAL_TEST_MODE=1)")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    for hook_name in ("add_fast_trainer_arguments", "add_extra_arguments"):
-        hook = globals().get(hook_name)
-        if hook is not None:
-            hook(parser)
+    chapter = parser.add_argument_group("the chapter's run")
+    chapter.add_argument("--model-size", default="gpt2-small (124M)",
+                         help='"gpt2-small (124M)" or 124M, "gpt2-medium (355M)" or 355M, 774M, 1558M')
+    chapter.add_argument("--weights", choices=("pretrained", "random"), default="pretrained")
+    chapter.add_argument("--weights-format", choices=WEIGHTS_FORMATS, default="openai",
+                         help="openai: the chapter's TensorFlow checkpoint (safetensors when TensorFlow does not "
+                              "import); safetensors: Hugging Face's copy of the same weights, no TensorFlow")
+    chapter.add_argument("--models-dir", default="gpt2", help="where the GPT-2 checkpoint files are kept")
+    chapter.add_argument("--num-epochs", type=int, default=5)
+    chapter.add_argument("--batch-size", type=int, default=8)
+    chapter.add_argument("--lr", type=float, default=5e-5)
+    chapter.add_argument("--weight-decay", type=float, default=0.1)
+    chapter.add_argument("--seed", type=int, default=123)
+    chapter.add_argument("--eval-freq", type=int, default=50, help="evaluate every N training steps")
+    chapter.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation")
+    chapter.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    chapter.add_argument("--output-dir", default="outputs", help="where classifier.pt, metrics.json and plots go")
+    chapter.add_argument("--test-mode", action="store_true",
+                         help="tiny random GPT, no downloads, seconds (same as TUTORIAL_TEST_MODE=1)")
+    chapter.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", default=None,
+                      help="the UCI zip, the SMSSpamCollection TSV, a folder holding them, your CSV/TSV, or "
+                           "'synthetic' (default: download into --data-dir; test mode: the shared zip, else "
+                           "synthetic data)")
+    data.add_argument("--data-dir", default="data", help="where the data and the train/validation/test CSVs go")
+    data.add_argument("--text-column", default=None, help="text column of your own CSV")
+    data.add_argument("--label-column", default=None, help="label column of your own CSV")
+    data.add_argument("--encoding", default=None, help="encoding of your own CSV (e.g. latin-1)")
+    data.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
+                      help="undersample the larger classes to the smallest one, as the chapter does (default: on)")
+
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--trainer", choices=("fast", "simple"), default="fast",
+                       help="fast (default: the chapter's results sooner; the chapter's loop where it cannot give "
+                            "them) or the chapter's loop, unchanged (simple)")
+    speed.add_argument("--precision", choices=FAST_PRECISIONS, default="fp32",
+                       help="bf16: the fast trainer under bfloat16 autocast, faster on CPUs with bf16 units but not "
+                            "exact (the chapter's loop always runs in fp32)")
+
+    bonus = parser.add_argument_group("experiments beyond the chapter (its bonus table)")
+    bonus.add_argument("--trainable-layers", default="last_block", choices=(*TRAINABLE_LAYERS, "lora"),
+                       help="what trains besides the new head (default: last_block, as in the chapter)")
+    bonus.add_argument("--lora-rank", type=int, default=16, help="rank of the LoRA updates (--trainable-layers lora)")
+    bonus.add_argument("--lora-alpha", type=float, default=16,
+                       help="LoRA scaling: the update is multiplied by alpha / rank")
+    bonus.add_argument("--trainable-token-pos", default="last", choices=TRAINABLE_TOKEN_POSITIONS,
+                       help="which token's output classifies: last (chapter), first, or flexible (the last "
+                            "non-padding one; each batch is then padded only to its longest message)")
+    bonus.add_argument("--average-embeddings", action="store_true",
+                       help="classify the mean of the outputs over the real (non-padding) tokens instead of one token")
+    bonus.add_argument("--context-length", type=_context_length_arg, default="longest_training_example",
+                       help="pad/truncate to longest_training_example (chapter), model_context_length, or N tokens")
+    bonus.add_argument("--no-padding", action="store_true",
+                       help="no padding at all: batch size 1 (combine with --accumulation-steps N)")
+    bonus.add_argument("--accumulation-steps", type=int, default=1,
+                       help="update the weights every N batches (gradient accumulation)")
+    bonus.add_argument("--disable-causal-mask", action="store_true", help="let every token attend to the whole message")
+    bonus.add_argument("--ignore-index", type=int, default=-100,
+                       help="target value the cross entropy ignores (the bonus script's --ignore_index; -100: none)")
     return parser
 
 
@@ -1440,7 +1284,8 @@ def normalise_flag_spelling(argv):
 def _check_numbers(args):
     """Reject settings that would train nothing or crash later, naming the flag."""
     for flag, value in (("--num-epochs", args.num_epochs), ("--batch-size", args.batch_size),
-                        ("--eval-freq", args.eval_freq), ("--eval-iter", args.eval_iter)):
+                        ("--eval-freq", args.eval_freq), ("--eval-iter", args.eval_iter),
+                        ("--accumulation-steps", args.accumulation_steps)):
         if value < 1:
             raise ValueError(f"{flag} must be at least 1 (got {value}).")
     if not args.lr > 0:
@@ -1449,18 +1294,62 @@ def _check_numbers(args):
         raise ValueError(f"--weight-decay must not be negative (got {args.weight_decay}).")
 
 
-def _trainer_kwargs(train_fn, args, **known):
-    """Keyword arguments for the trainer: known values and any flag named like one of its extra parameters."""
-    import inspect
+def _loader_options(args, cfg):
+    """create_data_loaders' max_length and per_batch_padding for --context-length, --no-padding and "flexible"."""
+    max_length = None
+    if args.context_length == "model_context_length":
+        max_length = int(cfg["context_length"])
+    elif isinstance(args.context_length, int):
+        if args.context_length > cfg["context_length"]:
+            raise ValueError(f"--context-length {args.context_length} is longer than the model's context of "
+                             f"{cfg['context_length']} tokens; pass at most {cfg['context_length']}.")
+        max_length = args.context_length
+    # "flexible" reads the last real token, and causal attention never lets a real token see the padding after
+    # it: padding each batch only to its own longest message gives the same numbers for less work (not so
+    # without the causal mask). A batch of one message (--no-padding) is padded to its own length: not at all.
+    per_batch_padding = args.no_padding or (args.trainable_token_pos == "flexible" and not args.disable_causal_mask)
+    return {"max_length": max_length, "per_batch_padding": per_batch_padding}
 
-    params = list(inspect.signature(train_fn).parameters.values())[8:]  # after the chapter's eight
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params)
-    names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    kwargs = {k: v for k, v in known.items() if accepts_any or k in names}
-    for name in names:
-        if name not in kwargs and hasattr(args, name):
-            kwargs[name] = getattr(args, name)
-    return kwargs
+
+def _setup_classifier(model, args, num_classes):
+    """The new head and what trains (--trainable-layers, LoRA included), then the causal-mask switch."""
+    if args.trainable_layers == "lora":
+        model = replace_head_and_freeze(model, num_classes, "lora", lora_rank=args.lora_rank,
+                                        lora_alpha=args.lora_alpha)
+        trainable, total = count_trainable_parameters(model)
+        print(f"LoRA rank {args.lora_rank}, alpha {args.lora_alpha:g}: {trainable:,} of {total:,} parameters train.")
+    else:
+        model = replace_head_and_freeze(model, num_classes, args.trainable_layers)
+    if args.disable_causal_mask:
+        set_causal_mask(model, False)
+    return model
+
+
+def _why_not_fast(args, model):
+    """"" when the fast trainer gives the chapter's results for these switches and this model, else why not."""
+    # The fast trainer computes the chapter's loss and update only; these switches change one or the other.
+    unsupported = [flag for flag, on in (
+        ("--average-embeddings", args.average_embeddings),
+        ("--accumulation-steps", args.accumulation_steps > 1),
+        ("--ignore-index", 0 <= args.ignore_index < model.out_head.out_features),
+        ("--trainable-layers lora", args.trainable_layers == "lora"),
+        ("torchrun", distributed_environment()[1] > 1),
+    ) if on]
+    if unsupported:
+        return f"the fast trainer does not implement {', '.join(unsupported)}"
+    return fast_trainer_applies(model, args.trainable_token_pos)[1]
+
+
+def _choose_trainer(args, model):
+    """The one place deciding the loop: "fast" where it is exact for the switches, else "simple" (saying why)."""
+    if args.trainer == "fast":
+        reason = _why_not_fast(args, model)
+        if not reason:
+            return "fast"
+        print(f"Using the chapter's loop: {reason}.")
+    if args.precision != "fp32":
+        print(f"Note: --precision {args.precision} applies to the fast trainer only; the chapter's loop runs in fp32.")
+    return "simple"
 
 
 def _json_safe(value):
@@ -1478,49 +1367,17 @@ def _json_safe(value):
     return value
 
 
-def _pick_trainer(args, token):
-    """Return (train function, name): the fast trainer unless asked for the chapter's loop or an option needs it."""
-    import inspect
+def _write_outputs(output_dir, writers):
+    """Call each write(tmp) on a temp file, then rename them all into place; returns the paths written.
 
-    fast = globals().get("train_classifier_fast")
-    if args.trainer != "fast":
-        return train_classifier_simple, "simple"
-    if fast is None:
-        print("Note: the fast trainer is not available; using the chapter's loop.")
-        return train_classifier_simple, "simple"
-    fast_params = inspect.signature(fast).parameters
-    # An option the chapter's loop takes but the fast trainer does not would be silently dropped: fall back.
-    for name, param in inspect.signature(train_classifier_simple).parameters.items():
-        if name in fast_params or param.default is inspect.Parameter.empty:
-            continue
-        value = token.get(name, getattr(args, name, param.default))
-        if value != param.default:
-            print(f"Note: the fast trainer does not support {name}={value!r}; using the chapter's loop.")
-            return train_classifier_simple, "simple"
-    return fast, "fast"
-
-
-def _stage_outputs(output_dir, writers):
-    """Write every output to a temp file first, then rename them all into place: no partial results on disk."""
-    import tempfile
-
-    os.makedirs(output_dir, exist_ok=True)
-    staged = []
-    try:
-        for name, write in writers.items():
-            fd, tmp = tempfile.mkstemp(dir=output_dir, prefix="." + name + ".", suffix=".tmp")
-            os.close(fd)
-            staged.append((tmp, os.path.join(output_dir, name)))
-            write(tmp)
-            _chmod_like_new_file(tmp)
-    except BaseException:
-        for tmp, _ in staged:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        raise
-    for tmp, final in staged:
-        os.replace(tmp, final)
-    return [final for _, final in staged]
+    A temp file is renamed only when the with block ends without an error; any error (Ctrl-C too) deletes them
+    all, so a run leaves all of its outputs or none (and earlier files stay as they were).
+    """
+    paths = [os.path.join(output_dir, name) for name in writers]
+    with contextlib.ExitStack() as stack:
+        for path, write in zip(paths, writers.values()):
+            write(stack.enter_context(atomic_write(path)))
+    return paths
 
 
 def run_training(args):
@@ -1538,87 +1395,97 @@ def run_training(args):
 
 def _run_training(args):
     """run_training's body (run_training only sets the thread count around it)."""
-    import json
-    import time
-
-    import gpt_download
-    import spam_dataset
-
     start = time.time()
     _check_numbers(args)
     test_mode = is_test_mode(args.test_mode)
-    _rank, world_size, device = setup_distributed(args.device)  # torchrun (issue 6); a plain run: (0, 1, device)
+    _rank, world_size, device = setup_distributed(args.device)  # torchrun; a plain run: (0, 1, device)
 
     # Data first: a bad --data should fail before a 500 MB download.
-    split_kwargs = {k: getattr(args, k) for k in ("text_column", "label_column", "encoding", "balance")
-                    if getattr(args, k, None) is not None}
     rank0_first("start")  # torchrun: rank 0 downloads and writes the splits first, the others then read them
-    splits = spam_dataset.prepare_spam_splits(args.data, args.data_dir, offline=test_mode, **split_kwargs)
+    splits = spam_dataset.prepare_spam_splits(args.data, args.data_dir, offline=test_mode,
+                                              text_column=args.text_column, label_column=args.label_column,
+                                              encoding=args.encoding, balance=args.balance)
     label_names = list(splits["label_names"])  # prepare_spam_splits prints the source and the split sizes
     tokenizer = gpt_download.get_gpt2_tokenizer(args.models_dir)
-
-    torch.manual_seed(args.seed)
-    model, cfg = build_model(args.model_size, args.weights, args.models_dir, test_mode=test_mode)
+    model, cfg = build_model(args.model_size, args.weights, args.models_dir, test_mode=test_mode,
+                             weights_format=args.weights_format, seed=args.seed)
     rank0_first("end")
     model_desc = "tiny random GPT (test mode)" if test_mode else f"{args.model_size}, {args.weights} weights"
     print(f"Model: {model_desc} | device: {device}")
 
-    loader_kwargs = {}
-    if "extra_loader_kwargs" in globals():
-        loader_kwargs.update(globals()["extra_loader_kwargs"](args, cfg))
+    if args.no_padding and args.batch_size != 1:
+        print(f"--no-padding: batch size 1 instead of {args.batch_size} (use --accumulation-steps for larger "
+              "updates).")
+        args.batch_size = 1  # metrics.json records the batch size that ran
+    loader_options = _loader_options(args, cfg)
     train_loader, val_loader, test_loader = spam_dataset.create_data_loaders(
         splits["train"], splits["validation"], splits["test"], tokenizer,
-        batch_size=args.batch_size, seed=args.seed, **loader_kwargs,
+        batch_size=args.batch_size, seed=args.seed, **loader_options,
     )
-    if len(train_loader) == 0:
-        raise ValueError(f"The training split has fewer rows than --batch-size {args.batch_size}, so no batch "
-                         "can be formed; lower --batch-size or give more data.")
-    max_length = getattr(train_loader.dataset, "max_length", None)
+    max_length = train_loader.dataset.max_length
 
     # The chapter seeds before the new head so its random init is reproducible.
     torch.manual_seed(args.seed)
-    if "setup_classifier" in globals():
-        model = globals()["setup_classifier"](model, args, len(label_names))
-    else:
-        model = replace_head_and_freeze(model, len(label_names), getattr(args, "trainable_layers", "last_block"))
+    model = _setup_classifier(model, args, len(label_names))
     model.to(device)
-
-    token = {"trainable_token_pos": getattr(args, "trainable_token_pos", "last"), "pad_token_id": 50256,
-             "average_embeddings": getattr(args, "average_embeddings", False)}
-    train_fn, trainer = _pick_trainer(args, token)
+    trainer = _choose_trainer(args, model)
+    token = {"trainable_token_pos": args.trainable_token_pos, "pad_token_id": PAD_TOKEN_ID}
 
     torch.manual_seed(args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     train_start = time.time()
-    # Several processes (torchrun): DDP and a share of every global batch each; a plain run: unchanged.
-    train_model, process_train_loader = distribute_training(model, train_loader, device)
-    train_losses, val_losses, train_accs, val_accs, examples_seen = train_fn(
-        train_model, process_train_loader, val_loader, optimizer, device, args.num_epochs, args.eval_freq,
-        args.eval_iter, **_trainer_kwargs(train_fn, args, **token),
-    )
+    if trainer == "fast":
+        history = train_classifier_fast(model, train_loader, val_loader, optimizer, device, args.num_epochs,
+                                        args.eval_freq, args.eval_iter, precision=args.precision, **token)
+    else:
+        # torchrun: DDP and this process's share of every global batch; a plain run gets both back unchanged.
+        train_model, process_train_loader = distribute_training(model, train_loader, device)
+        history = train_classifier_simple(train_model, process_train_loader, val_loader, optimizer, device,
+                                          args.num_epochs, args.eval_freq, args.eval_iter,
+                                          average_embeddings=args.average_embeddings,
+                                          ignore_index=args.ignore_index,
+                                          accumulation_steps=args.accumulation_steps, **token)
+    train_losses, val_losses, train_accs, val_accs, examples_seen = history
     examples_seen *= world_size
     training_seconds = time.time() - train_start
     print(f"Training completed in {training_seconds / 60:.2f} minutes.")
 
-    train_accuracy = calc_accuracy_loader(train_loader, model, device, **token)
-    val_accuracy = calc_accuracy_loader(val_loader, model, device, **token)
-    test_accuracy = calc_accuracy_loader(test_loader, model, device, **token)
+    # Accuracies on every batch. After the fast trainer its cache of the frozen blocks' activations gives the
+    # same numbers without running those blocks again (the chapter's way costs, on GPT-2 small, about as long
+    # as the whole fast training).
+    if trainer == "fast":
+        def accuracy(loader):
+            return calc_accuracy_loader_fast(loader, model, device, precision=args.precision, **token)
+    else:
+        def accuracy(loader):
+            return calc_accuracy_loader(loader, model, device, average_embeddings=args.average_embeddings,
+                                        **token)
+    train_accuracy, val_accuracy, test_accuracy = (accuracy(loader)
+                                                   for loader in (train_loader, val_loader, test_loader))
     print(f"Training accuracy: {train_accuracy * 100:.2f}%")
     print(f"Validation accuracy: {val_accuracy * 100:.2f}%")
     print(f"Test accuracy: {test_accuracy * 100:.2f}%")
 
+    # Precision, recall, F1 and the confusion matrix, beyond the chapter's accuracy.
+    classification = {split: classification_metrics(model, loader, device, len(label_names),
+                                                    average_embeddings=args.average_embeddings, **token)
+                      for split, loader in (("validation", val_loader), ("test", test_loader))}
+    print(format_metrics_table(classification, label_names))
+
     settings = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
     settings.update(device=str(device), test_mode=test_mode, trainer=trainer, data_source=splits["source"],
-                    label_names=label_names, max_length=max_length, config=dict(cfg))
+                    label_names=label_names, max_length=max_length,
+                    per_batch_padding=loader_options["per_batch_padding"], config=dict(cfg))
     metrics = {
         "train_accuracy": train_accuracy, "val_accuracy": val_accuracy, "test_accuracy": test_accuracy,
         "train_losses": list(train_losses), "val_losses": list(val_losses),
         "train_accs": list(train_accs), "val_accs": list(val_accs),
         "examples_seen": int(examples_seen), "training_seconds": training_seconds,
+        "classification_metrics": classification,
     }
-    if "extra_metrics" in globals():
-        metrics.update(globals()["extra_metrics"](model, (train_loader, val_loader, test_loader), device, args,
-                                                  label_names=label_names))
+    if not is_main_process():  # under torchrun only rank 0 writes
+        cleanup_distributed()
+        return metrics
 
     def plot(values_a, values_b, label):
         # x positions as in the chapter: evaluations spread evenly over the epochs and the examples seen.
@@ -1627,43 +1494,66 @@ def _run_training(args):
         seen = torch.linspace(0, examples_seen, n)
         return lambda tmp: plot_values(epochs, seen, values_a, values_b, label=label).savefig(tmp, format="png")
 
+    def plot_test_confusion_matrix(tmp):
+        plot_confusion_matrix(classification["test"]["confusion_matrix"], label_names,
+                              title="Test confusion matrix").savefig(tmp, format="png")
+
+    def save(tmp):
+        extra = {"trainable_token_pos": args.trainable_token_pos, "lora_rank": args.lora_rank,
+                 "lora_alpha": args.lora_alpha, "average_embeddings": args.average_embeddings,
+                 "disable_causal_mask": args.disable_causal_mask}
+        save_classifier(tmp, model, cfg, label_names, max_length, extra,
+                        model_size=None if test_mode else args.model_size, trainable_layers=args.trainable_layers)
+
     def write_metrics(tmp):
         metrics["total_seconds"] = time.time() - start
         metrics["settings"] = settings
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(_json_safe(metrics), f, indent=2, allow_nan=False)
 
-    trainable_layers = getattr(args, "trainable_layers", "last_block")
-    extra = {k: getattr(args, k) for k in ("trainable_token_pos", "lora_rank", "lora_alpha", "average_embeddings",
-                                           "disable_causal_mask") if hasattr(args, k)}
-    if not is_main_process():  # under torchrun only rank 0 writes
-        cleanup_distributed()
-        return metrics
-    extra_files = metrics.pop("output_files", None) or {}
-    written = _stage_outputs(args.output_dir, {
-        "classifier.pt": lambda tmp: save_classifier(tmp, model, cfg, label_names, max_length, extra,
-                                                     model_size=None if test_mode else args.model_size,
-                                                     trainable_layers=trainable_layers),
+    written = _write_outputs(args.output_dir, {
+        "classifier.pt": save,
         "loss.png": plot(train_losses, val_losses, "loss"),
         "accuracy.png": plot(train_accs, val_accs, "accuracy"),
-        **extra_files,
-        "metrics.json": write_metrics,
+        "confusion_matrix.png": plot_test_confusion_matrix,
+        "metrics.json": write_metrics,  # last: its total_seconds counts the other outputs too
     })
     print("Wrote " + ", ".join(written))
     cleanup_distributed()
     return metrics
 
 
-def _user_errors():
-    """Exception types that mean the user's input or environment needs fixing, not a bug: one line, no traceback."""
-    import gpt_download
-    import spam_dataset
+def predict_main(argv=None):
+    """`train_classifier.py predict --checkpoint DIR "message" ...`: prints label, probability, message."""
+    parser = argparse.ArgumentParser(prog="train_classifier.py predict",
+                                     description="Classify messages with a fine-tuned classifier.")
+    parser.add_argument("messages", nargs="*", help="messages to classify (quote each one)")
+    parser.add_argument("--checkpoint", required=True, help="a training run's output folder or its classifier.pt")
+    parser.add_argument("--file", help="a text file with one message per line")
+    parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default: cpu)")
+    args = parser.parse_args(argv)
+    messages = list(args.messages)
+    try:
+        if args.file:
+            if not os.path.isfile(args.file):
+                raise FileNotFoundError(f"Message file {args.file} does not exist; pass a text file with one "
+                                        "message per line.")
+            with open(args.file, encoding="utf-8") as f:
+                messages += [line.rstrip("\r\n") for line in f if line.strip()]
+        if not messages:
+            raise ValueError("No messages to classify; pass them in quotes after --checkpoint DIR, or --file FILE.")
+        results = predict_from_checkpoint(args.checkpoint, messages, device=args.device)
+    except USER_ERRORS as exc:
+        _print_error(exc)
+        return 1
+    for message, (label, probability) in zip(messages, results):
+        print(f"{label}\t{probability:.4f}\t{message}")
+    return 0
 
-    types = [ValueError, OSError]
-    for module, name in ((spam_dataset, "DataError"), (gpt_download, "DownloadError")):
-        if isinstance(getattr(module, name, None), type):
-            types.append(getattr(module, name))
-    return tuple(types)
+
+def _print_error(exc):
+    """A user error as one line on stderr: "error: <the message>"."""
+    print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
 
 
 def _show_warning_line(message, category, filename, lineno, file=None, line=None):
@@ -1674,8 +1564,8 @@ def _show_warning_line(message, category, filename, lineno, file=None, line=None
 def main(argv=None):
     """The CLI: returns the exit code (0 ok, 1 user error, 2 bad flags, 130 interrupted)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["predict"] and "predict_main" in globals():
-        return globals()["predict_main"](argv[1:])
+    if argv[:1] == ["predict"]:
+        return predict_main(argv[1:])
     args = build_arg_parser().parse_args(normalise_flag_spelling(argv))
     try:
         with warnings.catch_warnings():
@@ -1688,14 +1578,12 @@ def main(argv=None):
             raise
         print("Interrupted: no output files were written.", file=sys.stderr)
         return 130
-    except _user_errors() as exc:
+    except USER_ERRORS as exc:
         if args.debug:
             raise
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"error: {message}", file=sys.stderr)
+        _print_error(exc)
         return 1
     return 0
-
 
 
 if __name__ == "__main__":

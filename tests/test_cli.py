@@ -203,28 +203,110 @@ def test_ctrl_c_while_writing_outputs_keeps_old_files_and_no_temp_files(tmp_path
     assert (out_dir / "metrics.json").read_text() == '{"old": true}'
 
 
-def test_fast_trainer_is_picked_unless_an_option_needs_the_chapters_loop(monkeypatch, capsys):
-    import argparse
+def test_one_place_picks_the_fast_trainer_unless_a_switch_needs_the_chapters_loop(capsys):
+    import gpt_model
 
-    def simple(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter, *,
-               trainable_token_pos="last", pad_token_id=50256, accumulation_steps=1):
-        pass
+    def choose(*flags, cfg=gpt_model.TINY_CONFIG):
+        args = tc.build_arg_parser().parse_args(list(flags))
+        torch.manual_seed(123)
+        model = tc._setup_classifier(gpt_model.GPTModel(dict(cfg)), args, 2)
+        return tc._choose_trainer(args, model), capsys.readouterr().out
 
-    def fast(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter, *,
-             trainable_token_pos="last", pad_token_id=50256, precision="fp32"):
-        pass
+    assert choose() == ("fast", "")
+    assert choose("--trainable-token-pos", "flexible") == ("fast", "")
+    assert choose("--trainer", "simple") == ("simple", "")
+    for flags, why in ((["--accumulation-steps", "4"], "does not implement --accumulation-steps"),
+                       (["--average-embeddings"], "does not implement --average-embeddings"),
+                       (["--ignore-index", "1"], "does not implement --ignore-index"),
+                       (["--ignore-index", "50256"], None),  # no label is 50256: the chapter's loss
+                       (["--trainable-layers", "lora"], "does not implement --trainable-layers lora"),
+                       (["--trainable-layers", "all"], "embeddings are trainable")):
+        trainer, out = choose(*flags)
+        assert trainer == ("fast" if why is None else "simple"), flags
+        assert (why is None and out == "") or (out.count("Using the chapter's loop") == 1 and why in out), out
+    trainer, out = choose(cfg={**gpt_model.TINY_CONFIG, "drop_rate": 0.1})
+    assert trainer == "simple" and "dropout is on" in out
+    trainer, out = choose("--trainer", "simple", "--precision", "bf16")
+    assert trainer == "simple" and "--precision bf16 applies to the fast trainer only" in out
 
-    monkeypatch.setattr(tc, "train_classifier_simple", simple)
-    monkeypatch.setattr(tc, "train_classifier_fast", fast, raising=False)
-    token = {"trainable_token_pos": "flexible", "pad_token_id": 50256}
-    assert tc._pick_trainer(argparse.Namespace(trainer="fast", accumulation_steps=1), token) == (fast, "fast")
-    assert tc._pick_trainer(argparse.Namespace(trainer="simple"), token) == (simple, "simple")
-    assert tc._pick_trainer(argparse.Namespace(trainer="fast", accumulation_steps=4), token) == (simple, "simple")
-    assert "does not support accumulation_steps=4" in capsys.readouterr().out
-    kwargs = tc._trainer_kwargs(fast, argparse.Namespace(precision="bf16", device="cpu"), **token)
-    assert kwargs == {**token, "precision": "bf16"}
-    monkeypatch.delattr(tc, "train_classifier_fast")
-    assert tc._pick_trainer(argparse.Namespace(trainer="fast"), token) == (simple, "simple")
+
+def test_fast_run_takes_its_final_accuracies_from_the_cache(tmp_path, monkeypatch, capsys):
+    checked = []
+    fast_accuracy, chapter_accuracy = tc.calc_accuracy_loader_fast, tc.calc_accuracy_loader
+
+    def compare(loader, model, device, **kwargs):
+        fast = fast_accuracy(loader, model, device, **kwargs)
+        kwargs.pop("precision")
+        checked.append((fast, chapter_accuracy(loader, model, device, **kwargs)))
+        return fast
+
+    monkeypatch.setattr(tc, "calc_accuracy_loader_fast", compare)
+    assert tc.main(quick_args(tmp_path)) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["settings"]["trainer"] == "fast"
+    assert [fast for fast, _ in checked] == [metrics[f"{s}_accuracy"] for s in ("train", "val", "test")]
+    assert all(fast == chapter for fast, chapter in checked)  # the same numbers as the chapter's function
+    assert tc.main(quick_args(tmp_path, "--trainer", "simple")) == 0
+    assert len(checked) == 3  # the chapter's loop keeps the chapter's calc_accuracy_loader
+
+
+def test_flexible_pads_each_batch_only_to_its_longest_message(tmp_path, monkeypatch, capsys):
+    import spam_dataset
+
+    padding = []
+    original = spam_dataset.create_data_loaders
+
+    def record(*args, **kwargs):
+        padding.append(kwargs["per_batch_padding"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(spam_dataset, "create_data_loaders", record)
+    runs = {}
+    for trainer in ("fast", "simple"):
+        out = tmp_path / trainer
+        assert tc.main(quick_args(tmp_path, "--trainable-token-pos", "flexible", "--trainer", trainer,
+                                  "--output-dir", str(out))) == 0
+        runs[trainer] = json.loads((out / "metrics.json").read_text())
+        assert runs[trainer]["settings"]["trainer"] == trainer
+        assert runs[trainer]["settings"]["per_batch_padding"] is True
+    # the chapter's padding for comparison: per-batch padding changes no number, only the work
+    options = tc._loader_options
+    monkeypatch.setattr(tc, "_loader_options", lambda args, cfg: {**options(args, cfg), "per_batch_padding": False})
+    assert tc.main(quick_args(tmp_path, "--trainable-token-pos", "flexible", "--trainer", "simple",
+                              "--output-dir", str(tmp_path / "padded"))) == 0
+    padded = json.loads((tmp_path / "padded" / "metrics.json").read_text())
+    assert padding == [True, True, False]
+    for run in runs.values():
+        assert run["val_losses"] == pytest.approx(padded["val_losses"], rel=1e-4)
+        assert run["train_losses"] == pytest.approx(padded["train_losses"], rel=1e-4)
+        assert [run[k] for k in ("train_accuracy", "val_accuracy", "test_accuracy")] == \
+            [padded[k] for k in ("train_accuracy", "val_accuracy", "test_accuracy")]
+    monkeypatch.setattr(tc, "_loader_options", options)
+    assert tc.main(quick_args(tmp_path, "--trainable-token-pos", "flexible", "--disable-causal-mask")) == 0
+    assert padding[-1] is False  # without the causal mask real tokens would see the padding
+
+
+def test_precision_flag_reaches_the_fast_trainer(tmp_path, monkeypatch, capsys):
+    precisions = []
+    original = tc.train_classifier_fast
+
+    def record(*args, **kwargs):
+        precisions.append(kwargs["precision"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tc, "train_classifier_fast", record)
+    assert tc.main(quick_args(tmp_path, "--precision", "bf16")) == 0
+    settings = json.loads((tmp_path / "out" / "metrics.json").read_text())["settings"]
+    assert precisions == ["bf16"] and settings["precision"] == "bf16" and settings["trainer"] == "fast"
+    assert tc.main(quick_args(tmp_path)) == 0
+    assert precisions == ["bf16", "fp32"]  # fp32 by default
+    capsys.readouterr()
+    assert tc.main(quick_args(tmp_path, "--precision", "bf16", "--trainer", "simple")) == 0
+    assert precisions == ["bf16", "fp32"]
+    assert "--precision bf16 applies to the fast trainer only" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        tc.main(quick_args(tmp_path, "--precision", "fp16"))
+    assert exc.value.code == 2
 
 
 def test_failed_download_bad_size_and_missing_gpu_are_one_line(tmp_path, monkeypatch, capsys):
@@ -235,10 +317,15 @@ def test_failed_download_bad_size_and_missing_gpu_are_one_line(tmp_path, monkeyp
                                          f"place the files in {models_dir}/{model_size} by hand")
 
     monkeypatch.setattr(gpt_download, "download_and_load_gpt2", offline)
+    monkeypatch.setattr(gpt_download, "download_and_load_gpt2_safetensors", lambda model_size, models_dir: offline(
+        f"{model_size} model.safetensors", models_dir))
+    monkeypatch.setattr(gpt_download, "tensorflow_import_error", lambda: None)  # no slow TensorFlow import
     monkeypatch.delenv("TUTORIAL_TEST_MODE", raising=False)
     args = [a for a in quick_args(tmp_path) if a != "--test-mode"]
     assert tc.main(args + ["--models-dir", str(tmp_path / "gpt2")]) == 1
     assert_one_line_error(capsys, "could not download GPT-2 124M")
+    assert tc.main(args + ["--models-dir", str(tmp_path / "gpt2"), "--weights_format", "safetensors"]) == 1
+    assert_one_line_error(capsys, "could not download GPT-2 124M model.safetensors")
     assert tc.main(quick_args(tmp_path, "--model-size", "gpt2-huge")) == 1
     assert_one_line_error(capsys, "gpt2-huge")
     if not torch.cuda.is_available():
