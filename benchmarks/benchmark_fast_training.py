@@ -5,7 +5,9 @@
 
 The chapter's settings: batch 8, padded to 120 tokens, 5 epochs, eval_freq 50, eval_iter 5, AdamW lr 5e-5,
 weight decay 0.1, seed 123, last block + final LayerNorm + the new head trainable. The weights are random
-(GPT-2 small's shape): the cost does not depend on their values, and no download is needed.
+(GPT-2 small's shape): the cost does not depend on their values, and no download is needed. The chapter's loop
+runs with the chapter's optimizer, torch.optim.AdamW(model.parameters(), ...); the fast runs with
+train_classifier.make_optimizer, the same AdamW update over the trainable parameters, fused where PyTorch can.
 
 The chapter's loop is timed on its first --sample-steps training steps and the evaluation at step 0 (the real
 train_classifier_simple, stopped early), then extrapolated to the full job; the fast trainer runs the full job.
@@ -41,8 +43,11 @@ def peak_memory_mb():
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def setup(flexible, workdir):
-    """The chapter's data loaders and a GPT-2-small-shaped classifier with random weights."""
+def setup(flexible, workdir, fast_optimizer=False):
+    """The chapter's data loaders, a GPT-2-small-shaped classifier with random weights, and its optimizer.
+
+    fast_optimizer: make_optimizer's fused AdamW over the trainable parameters instead of the chapter's AdamW.
+    """
     import torch
 
     import gpt_download
@@ -60,7 +65,10 @@ def setup(flexible, workdir):
     torch.manual_seed(SETTINGS["seed"])
     tc.replace_head_and_freeze(model, num_classes=2, trainable_layers="last_block")
     torch.manual_seed(SETTINGS["seed"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=SETTINGS["lr"], weight_decay=SETTINGS["weight_decay"])
+    if fast_optimizer:
+        optimizer = tc.make_optimizer(model, lr=SETTINGS["lr"], weight_decay=SETTINGS["weight_decay"])
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=SETTINGS["lr"], weight_decay=SETTINGS["weight_decay"])
     return model, optimizer, loaders, tokenizer, splits
 
 
@@ -122,7 +130,7 @@ def run_fast(flexible, precision, workdir):
     """train_classifier_fast on the full job, then the three full accuracies from its cache."""
     import train_classifier as tc
 
-    model, optimizer, loaders, _, _ = setup(flexible, workdir)
+    model, optimizer, loaders, _, _ = setup(flexible, workdir, fast_optimizer=True)
     token = {"trainable_token_pos": "flexible" if flexible else "last", "pad_token_id": 50256}
     losses = []
     start = time.perf_counter()
@@ -134,7 +142,14 @@ def run_fast(flexible, precision, workdir):
     accs = [tc.calc_accuracy_loader_fast(loader, model, "cpu", precision=precision, **token) for loader in loaders]
     final_seconds = time.perf_counter() - start
     return {"losses": losses, "train_seconds": train_seconds, "final_seconds": final_seconds, "accs": accs,
-            "val_losses": result[1], "peak_mb": peak_memory_mb()}
+            "val_losses": result[1], "peak_mb": peak_memory_mb(), "optimizer": optimizer_description(optimizer)}
+
+
+def optimizer_description(optimizer):
+    """"fused AdamW" or "AdamW", and over how many of the model's tensors (for the table's notes)."""
+    fused = optimizer.defaults.get("fused")
+    tensors = sum(len(group["params"]) for group in optimizer.param_groups)
+    return f"{'fused ' if fused else ''}AdamW over {tensors} trainable tensors"
 
 
 def run_classify(n, workdir):
@@ -207,6 +222,15 @@ def table(results, sample_steps, classify):
                    f"(the step-0 evaluation, {2 * SETTINGS['eval_iter']} batches); extrapolated to "
                    f"{chapter['steps']} steps + {chapter['eval_batches']} evaluation batches during training + "
                    f"{chapter['final_batches']} batches of final accuracies (train, validation, test).")]
+    fast_optimizers = sorted({r["optimizer"] for name, r in results.items()
+                              if not name.startswith("chapter") and "optimizer" in r})
+    lines.append("Optimizers: the chapter's loop, the chapter's torch.optim.AdamW(model.parameters(), lr=5e-5, "
+                 "weight_decay=0.1); the fast rows, train_classifier.make_optimizer ("
+                 + ", ".join(fast_optimizers) + "): the same AdamW update, "
+                 + ("fused into one kernel" if all(o.startswith("fused") for o in fast_optimizers)
+                    else "not fused here (PyTorch offers no fused AdamW for this device)")
+                 + ", and skipping the frozen parameters, which get no gradient and so no update in the chapter's "
+                 "either.")
     if "chapter-flexible" in results:
         c = results["chapter-flexible"]
         lines.append(f"Chapter's loop with flexible padding: {c['per_step']:.2f} s per step, "

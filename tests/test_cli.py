@@ -250,6 +250,31 @@ def test_fast_run_takes_its_final_accuracies_from_the_cache(tmp_path, monkeypatc
     assert len(checked) == 3  # the chapter's loop keeps the chapter's calc_accuracy_loader
 
 
+def test_fast_run_takes_its_confusion_matrices_from_the_cache(tmp_path, monkeypatch, capsys):
+    checked, fast_run = [], [True]
+    metrics_fn, optimizers = tc.classification_metrics, []
+
+    def compare(model, loader, device, num_classes, **kwargs):
+        assert kwargs["fast"] is fast_run[0]  # the fast run asks for the cache, the chapter's loop does not
+        got = metrics_fn(model, loader, device, num_classes, **kwargs)
+        checked.append((got, metrics_fn(model, loader, device, num_classes, **{**kwargs, "fast": False})))
+        return got
+
+    monkeypatch.setattr(tc, "classification_metrics", compare)
+    make_optimizer = tc.make_optimizer
+    monkeypatch.setattr(tc, "make_optimizer", lambda *a, **k: optimizers.append(make_optimizer(*a, **k)) or
+                        optimizers[-1])
+    assert tc.main(quick_args(tmp_path)) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["settings"]["trainer"] == "fast" and len(optimizers) == 1  # the fast run's optimizer
+    assert [fast["confusion_matrix"] for fast, _ in checked] == [
+        metrics["classification_metrics"][split]["confusion_matrix"] for split in ("validation", "test")]
+    assert all(fast == full for fast, full in checked)  # the whole model's numbers
+    fast_run[0] = False
+    assert tc.main(quick_args(tmp_path, "--trainer", "simple")) == 0
+    assert len(optimizers) == 1 and len(checked) == 4  # the chapter's loop: the chapter's optimizer and metrics
+
+
 def test_flexible_pads_each_batch_only_to_its_longest_message(tmp_path, monkeypatch, capsys):
     import spam_dataset
 

@@ -186,6 +186,28 @@ def test_predict_agrees_with_classify_review(tokenizer):
     assert len(unpadded) == 2 and all(0.5 <= p <= 1 for _, p in unpadded)
 
 
+class PlainTokenizer:
+    """A tokenizer without tiktoken's disallowed_special switch: one token per character."""
+
+    def encode(self, text):
+        return [ord(c) % 1000 for c in text]
+
+
+def test_classify_review_predict_and_classify_reviews_fast_encode_alike():
+    model = tiny_classifier(seed=3)
+    texts = ["win a prize now", "lunch?", "x" * 40, "<|endoftext|> is text here"]
+    for max_length in (8, 16, None):
+        one_by_one = [tc.classify_review(t, model, PlainTokenizer(), "cpu", max_length) for t in texts]
+        batched = tc.classify_reviews_fast(texts, model, PlainTokenizer(), "cpu", max_length, batch_size=3)
+        predicted = tc.predict(texts, model, PlainTokenizer(), "cpu", max_length,
+                               label_names=("not spam", "spam"))  # no TypeError: the same fallback
+        assert batched == one_by_one == [label for label, _ in predicted], max_length
+    # truncated to min(max_length, context_length), padded to it when max_length is given
+    assert tc._encode_for_classifier("abcdef", PlainTokenizer(), 4) == [97, 98, 99, 100]
+    assert tc._encode_for_classifier("ab", PlainTokenizer(), 1024, max_length=4, pad_token_id=7) == [97, 98, 7, 7]
+    assert tc._encode_for_classifier("abcdef", PlainTokenizer(), 3, max_length=5) == [97, 98, 99]
+
+
 def _save_tiny(path, model, label_names=("ham", "spam"), **extra):
     tc.save_classifier(path, model, gpt_model.TINY_CONFIG, label_names=label_names, max_length=12,
                        extra=extra or None)

@@ -55,10 +55,15 @@ def make_model(cfg=CFG, trainable_layers="last_block"):
     return tc.replace_head_and_freeze(model, num_classes=2, trainable_layers=trainable_layers)
 
 
-def run(trainer, model, per_batch=False, pad_token_id=PAD, **kwargs):
+def chapter_optimizer(model, lr, weight_decay):
+    """The chapter's optimizer, as printed."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def run(trainer, model, per_batch=False, pad_token_id=PAD, make_optimizer=chapter_optimizer, **kwargs):
     """Train 3 epochs; return the 5-tuple, per-step losses, printed lines, final weights and the RNG state."""
     train_loader, val_loader = make_loaders(per_batch)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.1)
+    optimizer = make_optimizer(model, lr=5e-4, weight_decay=0.1)
     steps = []
     lines = []
     import builtins
@@ -204,3 +209,74 @@ def test_classify_reviews_fast_matches_classify_review(max_length, token_pos):
                                        trainable_token_pos=token_pos, batch_size=3)
     assert batched == one_by_one
     assert {"spam", "not spam"} == set(batched)
+
+
+def test_make_optimizer_is_the_chapters_update_fused_over_trainable_parameters():
+    model = make_model()
+    optimizer = tc.make_optimizer(model, lr=5e-4, weight_decay=0.1)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert [id(p) for p in optimizer.param_groups[0]["params"]] == [id(p) for p in trainable]
+    assert len(trainable) < len(list(model.parameters()))  # the frozen ones are left out
+    assert optimizer.defaults["fused"] is True  # the CPU has a fused AdamW in the PyTorch this runs on
+    assert (optimizer.defaults["lr"], optimizer.defaults["weight_decay"]) == (5e-4, 0.1)
+
+
+def test_fast_trainer_with_make_optimizer_matches_chapter_loop_with_chapters_optimizer():
+    simple = run(tc.train_classifier_simple, make_model())
+    fast = run(tc.train_classifier_fast, make_model(), make_optimizer=tc.make_optimizer)
+    assert_same_run(fast, simple)  # per-step losses within 1e-4 relative, identical accuracies
+
+
+def test_make_optimizer_falls_back_silently_without_a_fused_kernel(monkeypatch):
+    real_adamw = torch.optim.AdamW
+
+    def no_fused(params, **kwargs):
+        if kwargs.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
+                               "devices")
+        return real_adamw(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", no_fused)
+    optimizer = tc.make_optimizer(make_model(), lr=1e-3)
+    assert not optimizer.defaults.get("fused") and optimizer.defaults["lr"] == 1e-3
+
+
+@pytest.mark.parametrize("token_pos, per_batch", [("last", False), ("flexible", True)])
+def test_classification_metrics_from_the_fast_cache_match_the_full_model(token_pos, per_batch, monkeypatch):
+    model = make_model()
+    run(tc.train_classifier_fast, model, per_batch, trainable_token_pos=token_pos)
+    train_loader, val_loader = make_loaders(per_batch)
+    token = {"trainable_token_pos": token_pos, "pad_token_id": PAD}
+    # the tiny model predicts one class for all: move the head's threshold into the middle of the widest gap
+    # between the middle margins, so both classes occur and no margin sits close enough to flip on float noise
+    with torch.no_grad():
+        logits = torch.cat([tc.select_token_logits(model(x), x, token_pos, PAD)
+                            for loader in (train_loader, val_loader) for x, _ in loader])
+        margins = sorted((logits[:, 1] - logits[:, 0]).tolist())
+        middle = range(len(margins) // 4, 3 * len(margins) // 4)
+        k = max(middle, key=lambda i: margins[i + 1] - margins[i])
+        model.out_head.bias[1] -= (margins[k] + margins[k + 1]) / 2
+    for loader in (train_loader, val_loader):
+        full = tc.classification_metrics(model, loader, "cpu", **token)
+        forward = model.forward
+        model.forward = lambda *a, **k: pytest.fail("the fast metrics ran the whole model")
+        try:
+            fast = tc.classification_metrics(model, loader, "cpu", fast=True, **token)
+        finally:
+            model.forward = forward
+        assert fast["confusion_matrix"] == full["confusion_matrix"]
+        assert fast == full
+        assert fast["num_examples"] == (36 if loader is train_loader else 14)
+        assert fast["accuracy"] == tc.calc_accuracy_loader_fast(loader, model, "cpu", **token)
+    # the trained model predicts both classes: the matrices compared above are not all one column
+    assert all(sum(row[c] for row in full["confusion_matrix"]) > 0 for c in (0, 1))
+    targets, predictions = tc.predict_labels_fast(val_loader, model, "cpu", num_batches=2, **token)
+    assert targets.shape == predictions.shape == (8,)
+
+
+def test_fast_predictions_fall_back_to_the_whole_model_and_say_why(capsys):
+    model = make_model({**CFG, "drop_rate": 0.1})
+    _, val_loader = make_loaders(per_batch=False)
+    full = tc.classification_metrics(model, val_loader, "cpu", pad_token_id=PAD)
+    assert tc.classification_metrics(model, val_loader, "cpu", pad_token_id=PAD, fast=True) == full
+    assert "Fast predictions not used: dropout is on" in capsys.readouterr().out
