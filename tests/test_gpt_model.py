@@ -112,9 +112,8 @@ def test_logits_match_hugging_face_gpt2(hf_gpt2):
 
 def test_logits_match_through_safetensors_loader(hf_gpt2, tmp_path):
     """The real path: HF save_pretrained -> model.safetensors -> gpt_download's loader -> our model."""
-    gpt_download = pytest.importorskip("gpt_download")
-    if not hasattr(gpt_download, "load_gpt2_params_from_safetensors"):
-        pytest.skip("gpt_download.load_gpt2_params_from_safetensors is not written yet (helper B)")
+    import gpt_download
+
     hf_gpt2.save_pretrained(tmp_path)
     settings, params = gpt_download.load_gpt2_params_from_safetensors(tmp_path / "model.safetensors")
     assert settings["n_embd"] == SMALL_CFG["emb_dim"] and settings["n_layer"] == SMALL_CFG["n_layers"]
@@ -364,9 +363,8 @@ def test_text_to_token_ids_shape_and_allowed_special():
 
 
 def test_round_trip_with_the_gpt2_tokenizer():
-    gpt_download = pytest.importorskip("gpt_download")
-    if not hasattr(gpt_download, "get_gpt2_tokenizer"):
-        pytest.skip("gpt_download.get_gpt2_tokenizer is not written yet (helper B)")
+    import gpt_download
+
     tokenizer = gpt_download.get_gpt2_tokenizer()
     ids = text_to_token_ids("Do you have time", tokenizer)
     assert ids.tolist() == [[5211, 345, 423, 640]]
