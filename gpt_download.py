@@ -80,8 +80,9 @@ def atomic_write(path):
 
 # --------------------------------------------------------------------------------------------- downloads
 
-def _is_valid(path, expected_size, sha256):
-    """True when the file exists and matches the size and hash we know (unknown ones are not checked)."""
+def is_valid_file(path, expected_size=None, sha256=None):
+    """True when the file exists and matches the size and hash we know (size first: no hashing of wrong files)."""
+    path = Path(path)
     if not path.is_file():
         return False
     if expected_size is not None and path.stat().st_size != expected_size:
@@ -153,14 +154,14 @@ def download_file(url, destination, backup_url=None, *, expected_size=None, sha2
     destination is either absent or whole. A `.part` left by an interrupted run is resumed with an HTTP Range request.
     """
     destination = Path(destination)
-    if _is_valid(destination, expected_size, sha256):
+    if is_valid_file(destination, expected_size, sha256):
         return destination  # no network at all: a second run works offline
     if destination.exists():
         destination.unlink()  # present but wrong size/hash: never leave it to fail later
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
     if part.exists() and expected_size is not None and part.stat().st_size >= expected_size:
-        if _is_valid(part, expected_size, sha256):
+        if is_valid_file(part, expected_size, sha256):
             os.replace(part, destination)  # an earlier run got every byte but stopped before the rename
             return destination
         part.unlink()

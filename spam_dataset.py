@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from gpt_download import DownloadError, atomic_write, download_file, file_sha256
+from gpt_download import DownloadError, atomic_write, download_file, is_valid_file
 
 SMS_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 SMS_BACKUP_URL = "https://f001.backblazeb2.com/file/LLMs-from-scratch/sms%2Bspam%2Bcollection.zip"
@@ -49,14 +49,6 @@ class DataWarning(UserWarning):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _is_valid_sms_file(path):
-    """True when path holds exactly the SMSSpamCollection data file (size first: no hashing of wrong files)."""
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size != SMS_MEMBER_SIZE:
-        return False
-    return file_sha256(path) == SMS_MEMBER_SHA256
-
-
 def _find_member(zf, name=SMS_MEMBER_NAME):
     """The archive member whose base name is `name` (UCI's zip also holds a readme); None when absent."""
     for info in zf.infolist():
@@ -81,7 +73,7 @@ def _read_sms_member(zip_path):
 def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, backup_url=SMS_BACKUP_URL):
     """Fetch the SMS Spam Collection zip and extract its data file to data_file_path; returns that Path."""
     zip_path, extracted_path, data_file_path = Path(zip_path), Path(extracted_path), Path(data_file_path)
-    if _is_valid_sms_file(data_file_path):
+    if is_valid_file(data_file_path, SMS_MEMBER_SIZE, SMS_MEMBER_SHA256):
         print(f"{data_file_path} already exists. Skipping download and extraction.")
         return data_file_path
     if data_file_path.exists():
@@ -202,14 +194,13 @@ def _read_sms_tsv(text, name):
 
 def _pick_column(columns, wanted, guesses, kind, name):
     """The column the user named, or the first common name found (case-insensitive)."""
+    by_lower = {str(c).strip().lower(): c for c in columns}
     if wanted is not None:
         if wanted in columns:
             return wanted
-        by_lower = {str(c).strip().lower(): c for c in columns}
         if str(wanted).strip().lower() in by_lower:
             return by_lower[str(wanted).strip().lower()]
         raise DataError(f"{name} has no {kind} column {wanted!r}; columns found: {list(columns)}")
-    by_lower = {str(c).strip().lower(): c for c in columns}
     for guess in guesses:
         if guess in by_lower:
             return by_lower[guess]
@@ -257,9 +248,10 @@ def _parse_text(text, name, text_column, label_column, suffix, is_sms_name=False
     return _read_user_table(text, name, text_column, label_column, sep)
 
 
-def _load_zip(path, text_column, label_column, encoding):
+def _load_zip(raw, path, text_column, label_column, encoding):
+    """The SMSSpamCollection member of a zip archive's bytes (raw, read from path) -> Label, Text."""
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
             info = _find_member(zf)
             if info is None:
                 names = [i.filename for i in zf.infolist() if not i.is_dir()]
@@ -293,8 +285,8 @@ def load_spam_dataframe(path, text_column=None, label_column=None, encoding=None
     if path.is_dir():
         path = _find_in_folder(path)
     raw = _read_bytes(path)
-    if zipfile.is_zipfile(path):
-        return _load_zip(path, text_column, label_column, encoding)
+    if zipfile.is_zipfile(io.BytesIO(raw)):  # the bytes already read: no second pass over the file
+        return _load_zip(raw, path, text_column, label_column, encoding)
     return _parse_text(_decode(raw, str(path), encoding), str(path), text_column, label_column,
                        path.suffix.lower(), is_sms_name=path.name in ("SMSSpamCollection", "SMSSpamCollection.tsv"))
 

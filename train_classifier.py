@@ -177,17 +177,23 @@ def calc_accuracy_loader(data_loader, model, device, num_batches=None, *, traina
 def calc_loss_loader(data_loader, model, device, num_batches=None, *, trainable_token_pos="last",
                      pad_token_id=50256, average_embeddings=False, ignore_index=-100):
     """Mean batch loss over the first num_batches batches (all when None); nan for an empty loader."""
-    total_loss = 0.0
+    def batch_loss(input_batch, target_batch):
+        return calc_loss_batch(input_batch, target_batch, model, device,
+                               trainable_token_pos=trainable_token_pos, pad_token_id=pad_token_id,
+                               average_embeddings=average_embeddings, ignore_index=ignore_index).item()
+    return _mean_batch_loss(data_loader, num_batches, batch_loss)
+
+
+def _mean_batch_loss(data_loader, num_batches, batch_loss):
+    """The mean of batch_loss(input_batch, target_batch) over the first num_batches batches; nan for none."""
     if len(data_loader) == 0:
         return float("nan")
     num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    total_loss = 0.0
     for i, (input_batch, target_batch) in enumerate(data_loader):
         if i >= num_batches:
             break
-        loss = calc_loss_batch(input_batch, target_batch, model, device,
-                               trainable_token_pos=trainable_token_pos, pad_token_id=pad_token_id,
-                               average_embeddings=average_embeddings, ignore_index=ignore_index)
-        total_loss += loss.item()
+        total_loss += batch_loss(input_batch, target_batch)
     return total_loss / num_batches
 
 
@@ -376,10 +382,7 @@ def _fill_cache(model, cache, rows, device):
         for i, row in enumerate(chunk):
             ids[i, : len(row)] = row
         with torch.no_grad():  # not inference_mode: autograd graphs of training steps will use these tensors
-            t = ids.shape[1]
-            ids = ids.to(device)
-            x = model.tok_emb(ids) + model.pos_emb(torch.arange(t, device=device))
-            x = model.trf_blocks[: cache["num_frozen"]](x)
+            x = _run_prefix(model, ids.to(device), cache["num_frozen"])
         for i, row in enumerate(chunk):
             size = len(row) * emb_dim * x.element_size()
             if cache["bytes"] + size > cache["budget"]:
@@ -410,6 +413,12 @@ def _warm_cache(model, cache, dataset, trainable_token_pos, pad_token_id, device
     _fill_cache(model, cache, keys, device)
 
 
+def _run_prefix(model, ids, num_blocks):
+    """GPTModel.forward's embeddings and its bottom num_blocks blocks on ids [b, t] (dropout is off here)."""
+    x = model.tok_emb(ids) + model.pos_emb(torch.arange(ids.shape[1], device=ids.device))
+    return model.trf_blocks[:num_blocks](x)
+
+
 def _cached_prefix(model, cache, input_batch, pos, device):
     """Frozen-prefix activations for a batch: [b, max(pos)+1, emb_dim], each row valid up to its position."""
     rows = [input_batch[i, : int(p) + 1] for i, p in enumerate(pos)]
@@ -418,9 +427,7 @@ def _cached_prefix(model, cache, input_batch, pos, device):
         _fill_cache(model, cache, rows, device)
     if any(k not in cache["rows"] for k in keys):  # the cache is full: compute this batch's prefix directly
         with torch.no_grad():
-            ids = input_batch[:, : int(pos.max()) + 1].to(device)
-            x = model.tok_emb(ids) + model.pos_emb(torch.arange(ids.shape[1], device=device))
-            return model.trf_blocks[: cache["num_frozen"]](x)
+            return _run_prefix(model, input_batch[:, : int(pos.max()) + 1].to(device), cache["num_frozen"])
     if len({len(r) for r in rows}) == 1:
         return torch.stack([cache["rows"][k] for k in keys])
     out = torch.zeros(len(keys), len(max(rows, key=len)), model.tok_emb.weight.shape[1],
@@ -496,28 +503,17 @@ def _autocast(precision, device):
 
 def _fast_loss_loader(model, cache, data_loader, device, num_batches, token):
     """calc_loss_loader from the cache: the same batches in the same order, without gradients."""
-    total_loss = 0.0
-    if len(data_loader) == 0:
-        return float("nan")
-    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
-    for i, (input_batch, target_batch) in enumerate(data_loader):
-        if i >= num_batches:
-            break
+    def batch_loss(input_batch, target_batch):
         with torch.inference_mode():
             logits = _fast_logits(model, cache, input_batch, device, **token)
-            total_loss += F.cross_entropy(logits.float(), target_batch.to(device)).item()
-    return total_loss / num_batches
+            return F.cross_entropy(logits.float(), target_batch.to(device)).item()
+    return _mean_batch_loss(data_loader, num_batches, batch_loss)
 
 
 def calc_accuracy_loader_fast(data_loader, model, device, num_batches=None, *, trainable_token_pos="last",
                               pad_token_id=50256, precision="fp32",
                               cache_memory_budget=FAST_CACHE_MEMORY_BUDGET):
     """calc_accuracy_loader's result, reusing (and growing) the fast trainer's cache of frozen activations."""
-    ok, reason = fast_trainer_applies(model, trainable_token_pos)
-    if not ok:
-        print(f"Fast accuracy not used: {reason}; using calc_accuracy_loader.")
-        return calc_accuracy_loader(data_loader, model, device, num_batches,
-                                    trainable_token_pos=trainable_token_pos, pad_token_id=pad_token_id)
     targets, predictions = predict_labels_fast(data_loader, model, device, num_batches,
                                                trainable_token_pos=trainable_token_pos, pad_token_id=pad_token_id,
                                                precision=precision, cache_memory_budget=cache_memory_budget)
@@ -654,8 +650,7 @@ def classify_reviews_fast(texts, model, tokenizer, device, max_length=None, pad_
             pos = _read_positions(ids, trainable_token_pos, pad_token_id)
         with torch.inference_mode():
             ids = ids[:, : int(pos.max()) + 1].to(device)  # causal: nothing after the read position matters
-            x = model.tok_emb(ids) + model.pos_emb(torch.arange(ids.shape[1], device=device))
-            x = _last_block_at(model.trf_blocks[-1], model.trf_blocks[:-1](x), pos)
+            x = _last_block_at(model.trf_blocks[-1], _run_prefix(model, ids, len(model.trf_blocks) - 1), pos)
             predicted = torch.argmax(model.out_head(model.final_norm(x)), dim=-1)
         for i, label in zip(chunk, predicted.tolist()):
             labels[i] = "spam" if label == 1 else "not spam"
@@ -686,8 +681,7 @@ def plot_values(epochs_seen, examples_seen, train_values, val_values, label="los
     ax2.set_xlabel("Examples seen")
     fig.tight_layout()
     if save_path is not None:
-        with atomic_write(save_path) as tmp:
-            fig.savefig(tmp, format=_plot_format(save_path))
+        _save_figure(fig, save_path)
     return fig
 
 
@@ -696,19 +690,15 @@ def _as_list(values):
     return [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
 
 
-def _plot_format(path):
-    """The image format named by the file's extension (png when there is none)."""
-    suffix = os.path.splitext(str(path))[1].lstrip(".").lower()
-    return suffix or "png"
+def _save_figure(fig, path):
+    """Write fig atomically, in the image format named by the file's extension (png when there is none)."""
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format=os.path.splitext(str(path))[1].lstrip(".").lower() or "png")
 
 
 def _encode_for_classifier(text, tokenizer, context_length, max_length=None, pad_token_id=50256):
     """A message's token ids as classify_review feeds them: cut to min(max_length, context_length), padded to it."""
-    try:
-        # Same encoding as SpamDataset: a literal "<|endoftext|>" in a message is ordinary text.
-        ids = tokenizer.encode(text, disallowed_special=())
-    except TypeError:  # a tokenizer without tiktoken's special-token switch
-        ids = tokenizer.encode(text)
+    ids = spam_dataset._encode(tokenizer, text)  # exactly SpamDataset's encoding
     limit = context_length if max_length is None else min(max_length, context_length)
     ids = list(ids[:limit])
     if max_length is not None:
@@ -790,12 +780,7 @@ def load_classifier(path, device="cpu", *, model=None, cfg=None, num_classes=Non
     path may be the file or the folder holding classifier.pt. Given model / cfg / num_classes / model_size, the
     file must match them; with model, its weights are loaded into that model.
     """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, "classifier.pt")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Classifier file {path} not found; train one with `python train_classifier.py` "
-                                "(it writes <output-dir>/classifier.pt).")
+    path = resolve_checkpoint_path(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types here (RuntimeError, UnpicklingError, EOFError...)
@@ -1026,8 +1011,7 @@ def plot_confusion_matrix(matrix, label_names, save_path=None, title="Confusion 
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     if save_path is not None:
-        with atomic_write(save_path) as tmp:
-            fig.savefig(tmp, format=_plot_format(save_path))
+        _save_figure(fig, save_path)
     return fig
 
 
@@ -1074,32 +1058,24 @@ def resolve_checkpoint_path(checkpoint):
     if os.path.isdir(path):
         path = os.path.join(path, "classifier.pt")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"No classifier found at {path}; pass the output folder of a training run "
-                                "(it holds classifier.pt) or the .pt file itself.")
+        raise FileNotFoundError(f"Classifier file {path} not found; pass the output folder of a training run "
+                                "(it holds classifier.pt) or the .pt file itself, or train one with "
+                                "`python train_classifier.py`.")
     return path
 
 
 def predict_from_checkpoint(checkpoint, texts, device="cpu", tokenizer=None, models_dir=None):
     """One call from a saved classifier (file or output folder) to (label, probability) for each message."""
     device = resolve_device(device) if isinstance(device, str) else device
-    model, info = load_classifier(resolve_checkpoint_path(checkpoint), device=device)
+    model, info = load_classifier(checkpoint, device=device)
     if tokenizer is None:
         tokenizer = gpt_download.get_gpt2_tokenizer(models_dir)
-    extra = _checkpoint_extras(info)
+    extra = info.get("extra") or {}
     return predict(texts, model, tokenizer, device, max_length=info.get("max_length"),
                    label_names=info.get("label_names") or ("ham", "spam"),
                    pad_token_id=extra.get("pad_token_id", 50256),
                    trainable_token_pos=extra.get("trainable_token_pos", "last"),
                    average_embeddings=bool(extra.get("average_embeddings", False)))
-
-
-def _checkpoint_extras(info):
-    """The run settings a checkpoint stored beside its weights (trainable_token_pos, LoRA, ...), as a dict."""
-    extra = dict(info.get("extra") or {})
-    for key in ("trainable_token_pos", "average_embeddings", "pad_token_id", "lora_rank", "lora_alpha"):
-        if key in info and key not in extra:
-            extra[key] = info[key]
-    return extra
 
 
 # --- Several processes: torchrun + DistributedDataParallel ---
