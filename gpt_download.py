@@ -276,12 +276,19 @@ def _check_params(params, settings, source):
                                   f"need {shape}: {fix}.")
 
 
+
+def first_line(err, default=""):
+    """The first line of an exception's message (or default when it has none): errors shown in one line."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else default
+
+
 def tensorflow_import_error():
     """None when TensorFlow imports (the OpenAI checkpoint needs it), else one line saying what went wrong."""
     try:
         import tensorflow  # noqa: F401 -- slow, but the TF loader imports it right after anyway
     except Exception as err:  # noqa: BLE001 -- not only ImportError: a broken install fails in many ways
-        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no details'}"
+        return f"{type(err).__name__}: {first_line(err, 'no details')}"
     return None
 
 
@@ -318,7 +325,7 @@ def load_gpt2_params_from_tf_ckpt(ckpt_path, settings):
         raise
     except (tf.errors.OpError, OSError, ValueError, IndexError) as err:  # NotFoundError, DataLossError, ...
         raise CheckpointError(f"Could not read the GPT-2 checkpoint {ckpt_path} ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''}): delete the folder {ckpt_dir} "
+                              f"{first_line(err)}): delete the folder {ckpt_dir} "
                               f"and run download_and_load_gpt2 again.") from None
     _check_params(params, settings, ckpt_path)
     return params

@@ -784,7 +784,7 @@ def load_classifier(path, device="cpu", *, model=None, cfg=None, num_classes=Non
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types here (RuntimeError, UnpicklingError, EOFError...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = gpt_download.first_line(exc, type(exc).__name__)
         raise CheckpointError(f"{path} is truncated, corrupt or not a classifier saved by this package "
                               f"({first[:150]}); train again or copy the file again.") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
@@ -810,7 +810,7 @@ def load_classifier(path, device="cpu", *, model=None, cfg=None, num_classes=Non
     try:
         model.load_state_dict(checkpoint["model_state_dict"])
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = gpt_download.first_line(exc, type(exc).__name__)
         raise CheckpointError(f"{path} does not fit this model ({first[:150]}); "
                               "load it with the settings it was trained with.") from exc
     model.to(device)

