@@ -8,19 +8,29 @@ Same loaders, same batches, same random numbers, same printed progress: only les
 """
 
 import contextlib
+import copy
+import mmap
+import re
+import shutil
+import tempfile
+import time
 import weakref
+from typing import ClassVar
 
+import psutil
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 import gpt_model
 import metrics
 import prediction
 from train_classifier import TRAINABLE_TOKEN_POSITIONS, classify_review, train_classifier_simple
 
-FAST_CACHE_MEMORY_BUDGET = 2 * 1024**3  # bytes; GPT-2 small, 120 tokens: about 0.55 GB for all 1494 SMS
 FAST_PRECISIONS = ("fp32", "bf16")
-_PREFIX_CACHES = weakref.WeakKeyDictionary()  # model -> its cache, so accuracies after training reuse it
+# The cache's default memory budget: this share of the memory available when it starts (the rest stays free
+# for the model, the optimizer and everything else running). Beyond it the cache spills to a file.
+CACHE_MEMORY_SHARE = 0.5
 
 
 def make_optimizer(model, lr=5e-5, weight_decay=0.1):
@@ -88,19 +98,197 @@ def _num_frozen_blocks(model):
     return len(model.trf_blocks)
 
 
-def _prefix_cache(model, device, budget, precision="fp32"):
-    """The model's cache of frozen-prefix activations; a fresh one when frozen weights or settings changed."""
-    num_frozen = _num_frozen_blocks(model)
+def _fingerprint(model, num_frozen):
+    """A cheap summary of the frozen weights that changes when they change, even through `.data` writes.
+
+    A tensor's _version misses writes through `.data` and id() misses copies into the same tensor, so this
+    reads the values: a strided sample of at most 4096 per tensor, whatever the model's size.
+    """
     frozen = [*model.tok_emb.parameters(), *model.pos_emb.parameters(),
               *model.trf_blocks[:num_frozen].parameters()]
-    # A tensor's _version counts its in-place writes (load_state_dict, optimizer steps): a change means stale.
-    signature = (num_frozen, str(device), precision, tuple((id(p), p._version, p.dtype) for p in frozen))
-    cache = _PREFIX_CACHES.get(model)
-    if cache is None or cache["signature"] != signature:
-        cache = {"signature": signature, "num_frozen": num_frozen, "rows": {}, "bytes": 0, "full": False}
-        _PREFIX_CACHES[model] = cache
-    cache["budget"] = budget
-    return cache
+    with torch.no_grad():
+        samples = [p.detach().reshape(-1)[:: p.numel() // 4096 + 1] for p in frozen]
+        sums = torch.stack([s.double().sum() for s in samples]).tolist()
+    return tuple((p.data_ptr(), p.dtype, tuple(p.shape), s) for p, s in zip(frozen, sums))
+
+
+def parse_size(text):
+    """Bytes from "8GB", "512MB", "1.5G", "0" or a plain number (powers of 1024); ValueError for anything else."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", str(text).lower())
+    if not match:
+        raise ValueError(f"{text!r} is not a size; write it like 8GB, 512MB or 0.")
+    return int(float(match[1]) * 1024 ** " kmgt".index(match[2] or " "))
+
+
+def _gb(num_bytes):
+    """Bytes as a short human figure for progress lines."""
+    return f"{num_bytes / 2**30:.2f} GB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.0f} MB"
+
+
+class ActivationCache:
+    """The frozen prefix's output per message, in memory up to a budget and beyond it in one temporary file.
+
+    A message's key is its token ids up to the position the classifier reads: causal attention looks no
+    further, so that row of activations ([length, emb_dim], in the precision the top runs in) is all the
+    trainable top needs. The file is written once per fill pass, read back batch by batch through a memory
+    map, and has no name on disk (TemporaryFile): it disappears on close, on Ctrl-C, on any exit.
+    """
+
+    _of_model: ClassVar[weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()  # model -> its cache, so the accuracies after training reuse it
+
+    @classmethod
+    def for_model(cls, model, device, precision="fp32", memory=None, cache_dir=None):
+        """The model's cache; a fresh one when the frozen weights, device or precision changed."""
+        num_frozen = _num_frozen_blocks(model)
+        signature = (num_frozen, str(device), precision, _fingerprint(model, num_frozen))
+        cache = cls._of_model.get(model)
+        if cache is None or cache.signature != signature:
+            if cache is not None:
+                cache.close()
+            cache = cls._of_model[model] = cls(model, signature, precision)
+        if memory is not None:  # later calls without a budget keep the one given first
+            cache.memory = parse_size(memory)
+        if cache_dir is not None:
+            cache.cache_dir = cache_dir
+        return cache
+
+    def __init__(self, model, signature, precision="fp32"):
+        self.signature, self.num_frozen, self.precision = signature, signature[0], precision
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.emb_dim = model.tok_emb.weight.shape[1]
+        self.memory = int(CACHE_MEMORY_SHARE * psutil.virtual_memory().available)
+        self.cache_dir = None  # None: the system's temporary folder
+        self.rows = {}  # key -> a tensor in memory, or (offset, length) in the file
+        self.memory_bytes = self.disk_bytes = 0
+        self.file = self.map = self.bf16_blocks = None
+        self.full = False  # some messages fit neither in memory nor on disk: they are recomputed each time
+        self.stats = {"tokens": 0, "flops": 0, "seconds": 0.0}
+
+    def row_bytes(self, length):
+        """What one message of `length` tokens costs in the cache."""
+        return length * self.emb_dim * self.dtype.itemsize
+
+    def add(self, model, rows, device, progress=True):
+        """Run the frozen prefix once on the rows not cached yet (length-sorted chunks) and keep the results."""
+        todo = sorted({_key(r): r for r in rows if _key(r) not in self.rows}.values(), key=len)
+        total = sum(self.row_bytes(len(r)) for r in todo)
+        to_disk = self._disk_room(max(0, self.memory_bytes + total - self.memory))
+        bar = tqdm(total=len(todo), unit="msg", disable=not (progress and todo), mininterval=1.0,
+                   desc=f"Frozen blocks -> {_gb(total)} cache")
+        with bar:
+            for chunk in _length_chunks(todo):
+                ids = torch.zeros(len(chunk), len(chunk[-1]), dtype=torch.long)
+                for i, row in enumerate(chunk):
+                    ids[i, : len(row)] = row
+                x = self.prefix(model, ids.to(device)).to("cpu", self.dtype)
+                for i, row in enumerate(chunk):
+                    self.full |= not self._store(_key(row), x[i, : len(row)], to_disk)
+                bar.update(len(chunk))
+                bar.set_postfix_str(f"{_gb(self.memory_bytes)} in memory, {_gb(self.disk_bytes)} on disk, "
+                                    f"{self.gflops():.0f} GFLOP/s", refresh=False)
+        if self.file is not None and self.disk_bytes > (len(self.map) if self.map is not None else 0):
+            self.file.flush()  # written once; read back through a map of the whole file
+            self.map = mmap.mmap(self.file.fileno(), self.disk_bytes, access=mmap.ACCESS_READ)
+
+    def _store(self, key, x, to_disk):
+        """Keep one row: in memory while the budget lasts, then in the file; False when neither has room."""
+        size = self.row_bytes(len(x))
+        if self.memory_bytes + size <= self.memory:
+            self.rows[key] = x.clone()
+            self.memory_bytes += size
+        elif to_disk:
+            self.file.write(x.contiguous().view(torch.uint8).numpy().tobytes())
+            self.rows[key] = (self.disk_bytes, len(x))
+            self.disk_bytes += size
+        else:
+            return False
+        return True
+
+    def _disk_room(self, needed):
+        """True when `needed` bytes fit in the cache folder (opening the file); else one line saying so."""
+        if needed <= 0:
+            return False
+        folder = self.cache_dir or tempfile.gettempdir()
+        free = shutil.disk_usage(folder).free
+        if free < needed + 2**30:  # leave a GB for everything else
+            print(f"Fast trainer: the cache needs {_gb(needed)} beyond --cache-memory but {folder} has "
+                  f"{_gb(free)} free; those messages are recomputed each time (same results, slower). "
+                  "Pass --cache-dir on a larger disk or a larger --cache-memory.")
+            return False
+        if self.file is None:
+            self.file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed by close()): nameless, gone however the run ends
+        return True
+
+    def get(self, key):
+        """A cached row [length, emb_dim] (a copy when it comes from the file), or None."""
+        row = self.rows.get(key)
+        if not isinstance(row, tuple):
+            return row
+        offset, length = row
+        size = self.row_bytes(length)
+        data = torch.frombuffer(bytearray(self.map[offset: offset + size]), dtype=self.dtype)
+        if hasattr(self.map, "madvise"):  # drop the pages from this process (the OS keeps them cached)
+            start = offset - offset % mmap.PAGESIZE
+            self.map.madvise(mmap.MADV_DONTNEED, start, offset + size - start)
+        return data.view(length, self.emb_dim)
+
+    def prefix(self, model, ids):
+        """The embeddings and the frozen blocks on ids [b, t], timed; bf16: weights cast once, not per call."""
+        blocks = model.trf_blocks[: self.num_frozen]
+        if self.precision == "bf16":
+            if self.bf16_blocks is None:
+                self.bf16_blocks = _bf16_copy(blocks)
+            blocks = self.bf16_blocks
+        start = time.perf_counter()
+        with torch.no_grad(), _autocast(self.precision, ids.device):
+            x = model.tok_emb(ids) + model.pos_emb(torch.arange(ids.shape[1], device=ids.device))
+            x = blocks(x)
+        if ids.device.type == "cuda":
+            torch.cuda.synchronize(ids.device)  # the kernels run asynchronously: time their end
+        b, t = ids.shape
+        self.stats["seconds"] += time.perf_counter() - start
+        self.stats["tokens"] += b * t
+        self.stats["flops"] += self.num_frozen * (24 * b * t * self.emb_dim**2 + 4 * b * t * t * self.emb_dim)
+        return x
+
+    def gflops(self):
+        """The frozen blocks' achieved speed so far: dense matrix-product FLOPs per second, in billions."""
+        return self.stats["flops"] / self.stats["seconds"] / 1e9 if self.stats["seconds"] else 0.0
+
+    def close(self):
+        """Free the memory and remove the file (also done when the model goes, or when Python exits)."""
+        if self.map is not None:
+            self.map.close()
+        if self.file is not None:
+            self.file.close()
+        self.rows, self.file, self.map, self.memory_bytes, self.disk_bytes = {}, None, None, 0, 0
+
+
+def release_cache(model):
+    """Drop the model's activation cache now (its memory and its file), e.g. at the end of a command."""
+    cache = ActivationCache._of_model.pop(model, None)
+    if cache is not None:
+        cache.close()
+
+
+def _bf16_copy(blocks):
+    """The frozen blocks with their Linear weights in bf16, cast once (autocast would cast them every call)."""
+    blocks = copy.deepcopy(blocks)
+    for module in blocks.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.to(torch.bfloat16)  # LayerNorm stays fp32, as autocast runs it; so the results match autocast's
+    return blocks
+
+
+def _length_chunks(rows):
+    """Consecutive slices of length-sorted rows with up to 4096 tokens each (padding counted): big products."""
+    start = 0
+    while start < len(rows):
+        end = start + 1
+        while end < len(rows) and (end + 1 - start) * len(rows[end]) <= 4096:
+            end += 1
+        yield rows[start:end]
+        start = end
 
 
 def _read_positions(input_batch, trainable_token_pos, pad_token_id):
@@ -118,79 +306,45 @@ def _key(tokens):
     return tokens.to(torch.int64).cpu().numpy().tobytes()
 
 
-def _fill_cache(model, cache, rows, device):
-    """Run the frozen prefix on token-id rows (1-D, any lengths) in length-sorted chunks; cache what fits."""
-    todo = {}
-    for row in rows:
-        if _key(row) not in cache["rows"]:
-            todo[_key(row)] = row
-    rows = sorted(todo.values(), key=len)
-    emb_dim = model.tok_emb.weight.shape[1]
-    start = 0
-    while start < len(rows) and not cache["full"]:
-        # up to 4096 tokens per chunk, counting the padding: big matrix products, little waste (sorted lengths)
-        end = start + 1
-        while end < len(rows) and (end + 1 - start) * len(rows[end]) <= 4096:
-            end += 1
-        chunk = rows[start:end]
-        width = len(chunk[-1])
-        ids = torch.zeros(len(chunk), width, dtype=torch.long)
-        for i, row in enumerate(chunk):
-            ids[i, : len(row)] = row
-        with torch.no_grad():  # not inference_mode: autograd graphs of training steps will use these tensors
-            x = _run_prefix(model, ids.to(device), cache["num_frozen"])
-        for i, row in enumerate(chunk):
-            size = len(row) * emb_dim * x.element_size()
-            if cache["bytes"] + size > cache["budget"]:
-                cache["full"] = True
-                print(f"Fast trainer: the activation cache reached its memory budget "
-                      f"({cache['budget'] / 2**30:.2f} GiB); messages beyond it are recomputed each time "
-                      "(same results, less speed). Raise cache_memory_budget if memory allows.")
-                break
-            cache["rows"][_key(row)] = x[i, : len(row)].clone()
-            cache["bytes"] += size
-        start = end
+def _warm_cache(model, cache, datasets, trainable_token_pos, pad_token_id, device):
+    """One pass of the frozen blocks over every message of the datasets, before the loop reads them."""
+    rows = []
+    for dataset in datasets:
+        try:
+            examples = [torch.as_tensor(dataset[i][0]) for i in range(len(dataset))]
+        except (TypeError, IndexError, KeyError):
+            continue  # not an indexable (ids, label) dataset: the cache fills batch by batch instead
+        if any(r.dim() != 1 for r in examples):
+            continue
+        if trainable_token_pos == "last" and len({len(r) for r in examples}) > 1:
+            continue  # rows padded per batch: the key ("every token up to the last") depends on the batch
+        for row in examples:
+            rows.append(row[: int(_read_positions(row[None], trainable_token_pos, pad_token_id)[0]) + 1])
+    cache.add(model, rows, device)
 
 
-def _warm_cache(model, cache, dataset, trainable_token_pos, pad_token_id, device):
-    """Fill the cache from a dataset's examples in length-sorted chunks (less padding than random batches)."""
-    try:
-        rows = [torch.as_tensor(dataset[i][0]) for i in range(len(dataset))]
-    except (TypeError, IndexError, KeyError):
-        return  # not an indexable (ids, label) dataset: the cache fills batch by batch instead
-    if not rows or any(r.dim() != 1 for r in rows):
-        return
-    if trainable_token_pos == "last" and len({len(r) for r in rows}) > 1:
-        return  # rows padded per batch: the key ("every token up to the last") depends on the batch
-    keys = []
-    for row in rows:
-        pos = int(_read_positions(row[None], trainable_token_pos, pad_token_id)[0])
-        keys.append(row[: pos + 1])
-    _fill_cache(model, cache, keys, device)
-
-
-def _run_prefix(model, ids, num_blocks):
-    """GPTModel.forward's embeddings and its bottom num_blocks blocks on ids [b, t] (dropout is off here)."""
-    x = model.tok_emb(ids) + model.pos_emb(torch.arange(ids.shape[1], device=ids.device))
-    return model.trf_blocks[:num_blocks](x)
+def _to_device(x, device):
+    """A CPU tensor on the device; to a GPU through pinned memory without waiting (the next batch overlaps)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 def _cached_prefix(model, cache, input_batch, pos, device):
-    """Frozen-prefix activations for a batch: [b, max(pos)+1, emb_dim], each row valid up to its position."""
+    """Frozen-prefix activations for a batch: [b, max(pos)+1, emb_dim] fp32, each row valid up to its position."""
     rows = [input_batch[i, : int(p) + 1] for i, p in enumerate(pos)]
     keys = [_key(row) for row in rows]
-    if any(k not in cache["rows"] for k in keys):
-        _fill_cache(model, cache, rows, device)
-    if any(k not in cache["rows"] for k in keys):  # the cache is full: compute this batch's prefix directly
-        with torch.no_grad():
-            return _run_prefix(model, input_batch[:, : int(pos.max()) + 1].to(device), cache["num_frozen"])
-    if len({len(r) for r in rows}) == 1:
-        return torch.stack([cache["rows"][k] for k in keys])
-    out = torch.zeros(len(keys), len(max(rows, key=len)), model.tok_emb.weight.shape[1],
-                      dtype=cache["rows"][keys[0]].dtype, device=device)
-    for i, key in enumerate(keys):  # zeros after a row's position are never read (causal attention)
-        out[i, : len(rows[i])] = cache["rows"][key]
-    return out
+    if not cache.full and any(k not in cache.rows for k in keys):
+        cache.add(model, rows, device, progress=False)
+    cached = [cache.get(k) for k in keys]
+    if any(x is None for x in cached):  # beyond memory and disk: compute this batch's prefix directly
+        x = cache.prefix(model, input_batch[:, : int(pos.max()) + 1].to(device))
+        return x.to(cache.dtype).float()  # rounded as a cached row would be: the same numbers either way
+    out = torch.zeros(len(keys), int(pos.max()) + 1, cache.emb_dim, dtype=cache.dtype)
+    for i, x in enumerate(cached):  # zeros after a row's position are never read (causal attention)
+        out[i, : len(x)] = x
+    return _to_device(out, device).float()
 
 
 def _last_block_at(block, x, pos):
@@ -240,7 +394,7 @@ def _fast_logits(model, cache, input_batch, device, trainable_token_pos, pad_tok
     """The classifier's logits [batch, classes] at the read position: the cache, then the trainable top."""
     pos = _read_positions(input_batch, trainable_token_pos, pad_token_id)
     x = _cached_prefix(model, cache, input_batch, pos, device)
-    num_frozen, blocks = cache["num_frozen"], model.trf_blocks
+    num_frozen, blocks = cache.num_frozen, model.trf_blocks
     if num_frozen == len(blocks):
         x_pos = x[torch.arange(x.shape[0], device=x.device), pos.to(x.device)]
     else:
@@ -273,17 +427,16 @@ def _fast_loss_loader(model, cache, data_loader, device, num_batches, token):
 
 
 def calc_accuracy_loader_fast(data_loader, model, device, num_batches=None, *, trainable_token_pos="last",
-                              pad_token_id=50256, precision="fp32",
-                              cache_memory_budget=FAST_CACHE_MEMORY_BUDGET):
+                              pad_token_id=50256, precision="fp32", cache_memory=None, cache_dir=None):
     """calc_accuracy_loader's result, reusing (and growing) the fast trainer's cache of frozen activations."""
     targets, predictions = predict_labels_fast(data_loader, model, device, num_batches,
                                                trainable_token_pos=trainable_token_pos, pad_token_id=pad_token_id,
-                                               precision=precision, cache_memory_budget=cache_memory_budget)
+                                               precision=precision, cache_memory=cache_memory, cache_dir=cache_dir)
     return _accuracy(targets, predictions)
 
 
 def predict_labels_fast(data_loader, model, device, num_batches=None, *, trainable_token_pos="last",
-                        pad_token_id=50256, precision="fp32", cache_memory_budget=FAST_CACHE_MEMORY_BUDGET):
+                        pad_token_id=50256, precision="fp32", cache_memory=None, cache_dir=None):
     """(targets, predicted labels) as CPU tensors, the full model's predictions read from the fast cache.
 
     For accuracies and confusion matrices after the fast trainer: its cache already holds the frozen blocks'
@@ -294,10 +447,9 @@ def predict_labels_fast(data_loader, model, device, num_batches=None, *, trainab
     if reason:
         print(f"Fast predictions not used: {reason}; running the whole model.")
         return metrics.predict_labels(model, data_loader, device, num_batches, **token)
-    cache = _prefix_cache(model, device, cache_memory_budget, precision)
+    cache = ActivationCache.for_model(model, device, precision, cache_memory, cache_dir)
     if num_batches is None:  # every example will be read: compute the new ones in length-sorted chunks
-        with _autocast(precision, device):
-            _warm_cache(model, cache, data_loader.dataset, trainable_token_pos, pad_token_id, device)
+        _warm_cache(model, cache, [data_loader.dataset], trainable_token_pos, pad_token_id, device)
     return _fast_predictions(model, cache, data_loader, device, num_batches, token, precision)
 
 
@@ -326,11 +478,13 @@ def _fast_predictions(model, cache, data_loader, device, num_batches, token, pre
 
 def train_classifier_fast(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq,
                           eval_iter, *, trainable_token_pos="last", pad_token_id=50256, precision="fp32",
-                          cache_memory_budget=FAST_CACHE_MEMORY_BUDGET):
+                          cache_memory=None, cache_dir=None):
     """train_classifier_simple's results and printout, sooner: the frozen prefix runs once per message.
 
     Falls back to train_classifier_simple (and says why) when the prefix is not frozen or dropout is on.
-    precision="bf16" runs under bfloat16 autocast: faster on CPUs with bf16 units (AMX), not exact.
+    precision="bf16": the frozen blocks in bf16 (weights cast once) and the cache in bf16, the trainable top
+    under bfloat16 autocast: faster on CPUs with bf16 units, not exact. cache_memory: bytes (or "8GB") the
+    cache may hold in memory, default a share of the memory available; beyond it, a file in cache_dir.
     """
     if precision not in FAST_PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(FAST_PRECISIONS)}.")
@@ -341,11 +495,20 @@ def train_classifier_fast(model, train_loader, val_loader, optimizer, device, nu
               + (" in fp32." if precision != "fp32" else "."))
         return train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
                                        eval_freq, eval_iter, **token)
-    cache = _prefix_cache(model, device, cache_memory_budget, precision)
-    with _autocast(precision, device):  # bf16 also runs the frozen prefix in bf16: that is most of the work
-        _warm_cache(model, cache, train_loader.dataset, trainable_token_pos, pad_token_id, device)
+    cache = ActivationCache.for_model(model, device, precision, cache_memory, cache_dir)
+    try:
+        # one pass of the frozen blocks over everything the loop will read, in length-sorted chunks
+        _warm_cache(model, cache, [train_loader.dataset, val_loader.dataset], device=device, **token)
+        return _fast_loop(model, cache, train_loader, val_loader, optimizer, device, num_epochs, eval_freq,
+                          eval_iter, token, precision)
+    except BaseException:  # an error or Ctrl-C: free the memory and the file now, not at exit
+        release_cache(model)
+        raise
 
-    # The chapter's loop line by line, iterating the same loaders the same way: same batches, same RNG draws.
+
+def _fast_loop(model, cache, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+               token, precision):
+    """The chapter's loop line by line, iterating the same loaders the same way: same batches, same RNG draws."""
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
     for epoch in range(num_epochs):
@@ -378,34 +541,46 @@ def train_classifier_fast(model, train_loader, val_loader, optimizer, device, nu
     return train_losses, val_losses, train_accs, val_accs, examples_seen
 
 
+def class_probabilities_fast(texts, model, tokenizer, device, max_length=None, pad_token_id=50256, *,
+                             trainable_token_pos="last", batch_size=32, precision="fp32"):
+    """prediction.class_probabilities' numbers [n, classes], batched by length, last block only where read.
+
+    Sorted by length, a batch holds messages of about one size, so little padding is computed; causal
+    attention makes a message's numbers independent of what follows it. bf16: the blocks below the last in
+    bf16 (weights cast once), the rest under autocast.
+    """
+    model.eval()
+    rows = [torch.tensor(prediction.encode_for_classifier(text, tokenizer, model.pos_emb.weight.shape[0],
+                                                          max_length, pad_token_id) or [pad_token_id])
+            for text in texts]  # the same ids classify_review builds, padding included (empty text: one pad)
+    if trainable_token_pos == "last":  # "last" without max_length: each message its own last token
+        pos = [len(row) - 1 for row in rows]
+    else:
+        pos = [int(_read_positions(row[None], trainable_token_pos, pad_token_id)[0]) for row in rows]
+    blocks = model.trf_blocks[:-1]
+    blocks = _bf16_copy(blocks) if precision == "bf16" else blocks
+    order = sorted(range(len(rows)), key=lambda i: pos[i])
+    out = torch.zeros(len(rows), model.out_head.out_features)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start: start + batch_size]
+        ids = torch.full((len(chunk), max(pos[i] for i in chunk) + 1), pad_token_id, dtype=torch.long)
+        for k, i in enumerate(chunk):  # causal: nothing after the read position matters
+            ids[k, : pos[i] + 1] = rows[i][: pos[i] + 1]
+        with torch.inference_mode(), _autocast(precision, device):
+            ids = ids.to(device)
+            x = blocks(model.tok_emb(ids) + model.pos_emb(torch.arange(ids.shape[1], device=device)))
+            x = _last_block_at(model.trf_blocks[-1], x, torch.tensor([pos[i] for i in chunk]))
+            out[chunk] = torch.softmax(model.out_head(model.final_norm(x)).float(), dim=-1).cpu()
+    return out
+
+
 def classify_reviews_fast(texts, model, tokenizer, device, max_length=None, pad_token_id=50256, *,
-                          trainable_token_pos="last", batch_size=32):
-    """classify_review's answers for many messages: batched, last block only where the classifier reads."""
+                          trainable_token_pos="last", batch_size=32, precision="fp32"):
+    """classify_review's answers for many messages ("spam" / "not spam"), from class_probabilities_fast."""
     if _why_not_standard_gpt(model):
         return [classify_review(text, model, tokenizer, device, max_length, pad_token_id,
                                 trainable_token_pos=trainable_token_pos) for text in texts]
-    model.eval()
-    context_length = model.pos_emb.weight.shape[0]
-    rows, lengths = [], []
-    for text in texts:  # the same ids classify_review builds, padding included
-        ids = prediction.encode_for_classifier(text, tokenizer, context_length, max_length, pad_token_id)
-        lengths.append(sum(1 for t in ids if t != pad_token_id))  # sort key: the real tokens (not the padding)
-        rows.append(torch.tensor(ids or [pad_token_id], dtype=torch.long))  # empty text: read one pad token
-    # sorted by length, a batch holds messages of about one size: little padding to compute
-    order = sorted(range(len(rows)), key=lambda i: lengths[i])
-    labels = [None] * len(rows)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start: start + batch_size]
-        pos = torch.tensor([len(rows[i]) - 1 for i in chunk])  # "last" without max_length: each its own last
-        ids = torch.full((len(chunk), int(pos.max()) + 1), pad_token_id, dtype=torch.long)
-        for k, i in enumerate(chunk):
-            ids[k, : len(rows[i])] = rows[i]
-        if trainable_token_pos != "last":
-            pos = _read_positions(ids, trainable_token_pos, pad_token_id)
-        with torch.inference_mode():
-            ids = ids[:, : int(pos.max()) + 1].to(device)  # causal: nothing after the read position matters
-            x = _last_block_at(model.trf_blocks[-1], _run_prefix(model, ids, len(model.trf_blocks) - 1), pos)
-            predicted = torch.argmax(model.out_head(model.final_norm(x)), dim=-1)
-        for i, label in zip(chunk, predicted.tolist()):
-            labels[i] = "spam" if label == 1 else "not spam"
-    return labels
+    probabilities = class_probabilities_fast(texts, model, tokenizer, device, max_length, pad_token_id,
+                                             trainable_token_pos=trainable_token_pos, batch_size=batch_size,
+                                             precision=precision)
+    return ["spam" if label == 1 else "not spam" for label in probabilities.argmax(dim=-1).tolist()]

@@ -1,6 +1,7 @@
 """The fast trainer matches the chapter's loop: per-step losses, accuracies, printout, random numbers."""
 
 import copy
+import functools
 import re
 
 import pytest
@@ -117,7 +118,7 @@ def test_fast_trainer_matches_chapter_loop(token_pos, per_batch):
     model = make_model()
     fast = run(fast_trainer.train_classifier_fast, model, per_batch, trainable_token_pos=token_pos)
     assert not any("not used" in line for line in fast[2])
-    assert len(fast_trainer._PREFIX_CACHES[model]["rows"]) > 0  # the cache was used, not the fallback
+    assert len(fast_trainer.ActivationCache._of_model[model].rows) > 0  # the cache was used, not the fallback
     # reading the first token, attention has one key to look at: queries and keys get no true gradient
     noise_only = ("att.W_key", "att.W_query") if token_pos == "first" else ("att.W_key.bias",)
     assert_same_run(fast, simple, noise_only)
@@ -143,12 +144,93 @@ def test_fast_trainer_with_wrapped_projections():
                     noise_only=("att.W_key.0.bias",))
 
 
-def test_fast_trainer_small_cache_budget_still_exact():
-    simple = run(tc.train_classifier_simple, make_model())
-    fast = run(fast_trainer.train_classifier_fast, make_model(), cache_memory_budget=20_000)  # a few messages fit
-    assert any("memory budget" in line for line in fast[2])
-    fast[2][:] = [line for line in fast[2] if "memory budget" not in line]
+@functools.lru_cache(maxsize=1)
+def chapter_run():
+    """The chapter's loop on the default tiny setup, run once for the tests that compare against it."""
+    return run(tc.train_classifier_simple, make_model())
+
+
+def cache_of(model):
+    return fast_trainer.ActivationCache._of_model[model]
+
+
+def without_cache_lines(fast):
+    """The fast run with its own "Fast trainer: ..." notes taken out of the printout (the chapter has none)."""
+    notes = [line for line in fast[2] if line.startswith("Fast trainer:")]
+    fast[2][:] = [line for line in fast[2] if not line.startswith("Fast trainer:")]
+    return notes
+
+
+@pytest.mark.parametrize("memory, disk_free, where", [
+    (None, None, "memory"), (0, None, "disk"), (20_000, None, "split"), (20_000, 0, "recomputed")])
+def test_fast_trainer_exact_with_the_cache_in_memory_on_disk_split_or_recomputed(memory, disk_free, where,
+                                                                                 tmp_path, monkeypatch):
+    if disk_free is not None:  # a full disk: the messages beyond memory are recomputed, and one line says so
+        monkeypatch.setattr(fast_trainer.shutil, "disk_usage", lambda path: shutil_usage(free=disk_free))
+    simple = chapter_run()
+    model = make_model()
+    fast = run(fast_trainer.train_classifier_fast, model, cache_memory=memory, cache_dir=str(tmp_path))
+    cache = cache_of(model)
+    assert (cache.memory_bytes > 0) == (where != "disk")
+    assert (cache.disk_bytes > 0) == (where in ("disk", "split"))
+    notes = without_cache_lines(fast)
+    assert (len(notes) == 1 and "--cache-dir" in notes[0]) == (where == "recomputed")
     assert_same_run(fast, simple)
+    assert list(tmp_path.iterdir()) == []  # the file has no name on disk: nothing to leave behind
+    fast_trainer.release_cache(model)
+    assert cache.file is None and cache.rows == {}
+
+
+def shutil_usage(free):
+    import shutil
+
+    return shutil._ntuple_diskusage(total=10**12, used=10**12 - free, free=free)
+
+
+def test_cache_budget_defaults_to_a_share_of_available_memory(monkeypatch):
+    class Memory:
+        available = 10 * 2**30
+
+    monkeypatch.setattr(fast_trainer.psutil, "virtual_memory", lambda: Memory())
+    cache = fast_trainer.ActivationCache.for_model(make_model(), "cpu")
+    assert cache.memory == int(fast_trainer.CACHE_MEMORY_SHARE * 10 * 2**30)
+    assert fast_trainer.ActivationCache.for_model(make_model(), "cpu", memory="8GB").memory == 8 * 2**30
+
+
+@pytest.mark.parametrize("text, size", [("8GB", 8 * 2**30), ("512MB", 512 * 2**20), ("1.5g", 3 * 2**29),
+                                        ("0", 0), ("2048", 2048), (" 4 GiB ", 4 * 2**30)])
+def test_parse_size(text, size):
+    assert fast_trainer.parse_size(text) == size
+
+
+def test_parse_size_rejects_nonsense_in_one_sentence():
+    with pytest.raises(ValueError, match="not a size.*8GB"):
+        fast_trainer.parse_size("lots")
+
+
+def test_an_interrupted_run_releases_its_cache(monkeypatch, tmp_path):
+    model = make_model()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fast_trainer, "_fast_loop", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(fast_trainer.train_classifier_fast, model, cache_memory=0, cache_dir=str(tmp_path))
+    assert model not in fast_trainer.ActivationCache._of_model
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bf16_cache_holds_half_the_bytes_and_the_weights_are_cast_once():
+    fp32, bf16 = make_model(), make_model()
+    run(fast_trainer.train_classifier_fast, fp32)
+    run(fast_trainer.train_classifier_fast, bf16, precision="bf16")
+    assert {x.dtype for x in cache_of(bf16).rows.values()} == {torch.bfloat16}
+    assert cache_of(bf16).memory_bytes * 2 == cache_of(fp32).memory_bytes
+    linear = cache_of(bf16).bf16_blocks[0].att.W_query
+    assert linear.weight.dtype == torch.bfloat16 and bf16.trf_blocks[0].att.W_query.weight.dtype == torch.float32
+    # the frozen blocks' speed is measured in every run
+    assert cache_of(fp32).gflops() > 0 and cache_of(fp32).stats["tokens"] > 0
 
 
 @pytest.mark.parametrize("cfg, trainable_layers, reason", [
@@ -185,9 +267,22 @@ def test_fast_accuracy_matches_and_follows_weight_changes():
         assert fast_trainer.calc_accuracy_loader_fast(loader, model, "cpu", pad_token_id=PAD) == expected, name
 
 
+def test_fast_cache_notices_a_data_write_to_a_frozen_weight():
+    """`.data` writes bypass the tensor's version counter: the cache compares the values instead."""
+    model = make_model()
+    _train_loader, val_loader = make_loaders(per_batch=False)
+    fast_trainer.calc_accuracy_loader_fast(val_loader, model, "cpu", pad_token_id=PAD)
+    before = cache_of(model)
+    model.trf_blocks[0].ff.layers[0].weight.data.mul_(-3.0)
+    model.pos_emb.weight.data[5:9] = 0.5
+    expected = metrics.predict_labels(model, val_loader, "cpu", pad_token_id=PAD)
+    assert torch.equal(fast_trainer.predict_labels_fast(val_loader, model, "cpu", pad_token_id=PAD)[1], expected[1])
+    assert cache_of(model) is not before
+
+
 def test_bf16_runs_close_to_fp32():
     fast = run(fast_trainer.train_classifier_fast, make_model(), precision="bf16")
-    simple = run(tc.train_classifier_simple, make_model())
+    simple = chapter_run()
     assert fast[1] == pytest.approx(simple[1], rel=5e-2)
     with pytest.raises(ValueError, match="precision"):
         run(fast_trainer.train_classifier_fast, make_model(), precision="fp8")
@@ -219,6 +314,21 @@ def test_classify_reviews_fast_matches_classify_review(max_length, token_pos):
     assert {"spam", "not spam"} == set(batched)
 
 
+@pytest.mark.parametrize("max_length, token_pos", [(24, "last"), (None, "last"), (24, "flexible")])
+def test_class_probabilities_fast_matches_predict_in_fp32_and_is_close_in_bf16(max_length, token_pos):
+    import prediction
+
+    model = make_model()
+    texts = ["win cash now!!", "see you at 8", "URGENT: claim your prize " * 3, "ok", "free entry", "hi mum"] * 3
+    slow = prediction.class_probabilities(texts, model, CharTokenizer(), "cpu", max_length,
+                                          trainable_token_pos=token_pos, pad_token_id=PAD)
+    for precision, tolerance in (("fp32", 1e-5), ("bf16", 3e-2)):
+        fast = fast_trainer.class_probabilities_fast(texts, model, CharTokenizer(), "cpu", max_length, PAD,
+                                                     trainable_token_pos=token_pos, batch_size=4,
+                                                     precision=precision)
+        torch.testing.assert_close(fast, slow, atol=tolerance, rtol=0)
+
+
 def test_make_optimizer_is_the_chapters_update_fused_over_trainable_parameters():
     model = make_model()
     optimizer = fast_trainer.make_optimizer(model, lr=5e-4, weight_decay=0.1)
@@ -230,7 +340,7 @@ def test_make_optimizer_is_the_chapters_update_fused_over_trainable_parameters()
 
 
 def test_fast_trainer_with_make_optimizer_matches_chapter_loop_with_chapters_optimizer():
-    simple = run(tc.train_classifier_simple, make_model())
+    simple = chapter_run()
     fast = run(fast_trainer.train_classifier_fast, make_model(), make_optimizer=fast_trainer.make_optimizer)
     assert_same_run(fast, simple)  # per-step losses within 1e-4 relative, identical accuracies
 
