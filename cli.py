@@ -29,8 +29,11 @@ from distributed import (
 from experiments import count_trainable_parameters, setup_classifier
 from fast_trainer import (
     FAST_PRECISIONS,
+    cache_report,
     make_optimizer,
+    parse_size,
     predict_labels_fast,
+    release_cache,
     train_classifier_fast,
     why_not_fast,
 )
@@ -58,6 +61,14 @@ def _context_length_arg(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not longest_training_example, model_context_length or a "
                                          "positive number of tokens")
     return number
+
+
+def _size_arg(value):
+    """--cache-memory: a size such as 8GB, 512MB or 0."""
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_arg_parser():
@@ -105,8 +116,14 @@ def build_arg_parser():
                        help="fast (default: the chapter's results sooner; the chapter's loop where it cannot give "
                             "them) or the chapter's loop, unchanged (simple)")
     speed.add_argument("--precision", choices=FAST_PRECISIONS, default="fp32",
-                       help="bf16: the fast trainer under bfloat16 autocast, faster on CPUs with bf16 units but not "
-                            "exact (the chapter's loop always runs in fp32)")
+                       help="bf16: the fast trainer's frozen blocks and cache in bfloat16 (half the memory), the "
+                            "top under autocast; faster on CPUs with bf16 units, not exact (the chapter's loop "
+                            "always runs in fp32)")
+    speed.add_argument("--cache-memory", type=_size_arg, default=None,
+                       help="memory the fast trainer's activation cache may use, e.g. 8GB (default: half the "
+                            "memory available; 0: none, all on disk)")
+    speed.add_argument("--cache-dir", default=None,
+                       help="where the cache spills beyond --cache-memory (default: the temporary folder)")
 
     bonus = parser.add_argument_group("experiments beyond the chapter (its bonus table)")
     bonus.add_argument("--trainable-layers", default="last_block", choices=(*TRAINABLE_LAYERS, "lora"),
@@ -155,6 +172,8 @@ def _check_numbers(args):
         raise ValueError(f"--lr must be a positive number (got {args.lr}).")
     if args.weight_decay < 0:
         raise ValueError(f"--weight-decay must not be negative (got {args.weight_decay}).")
+    if args.cache_dir is not None and not os.path.isdir(args.cache_dir):
+        raise ValueError(f"--cache-dir {args.cache_dir} is not a folder; create it or pass another one.")
 
 
 def _loader_options(args, cfg):
@@ -246,6 +265,7 @@ def _run_training(args):
     test_mode = is_test_mode(args.test_mode)
     _rank, world_size, device = setup_distributed(args.device)  # torchrun; a plain run: (0, 1, device)
     splits, tokenizer, model, cfg = _data_and_model(args, test_mode)
+    seconds = {"start_up_data_and_model": time.time() - start}  # where the time outside training goes
     model_desc = "tiny random GPT (test mode)" if test_mode else f"{args.model_size}, {args.weights} weights"
     print(f"Model: {model_desc} | device: {device}")
     label_names = list(splits["label_names"])
@@ -260,13 +280,20 @@ def _run_training(args):
     history = _train(args, trainer, model, loaders, device)
     training_seconds = time.time() - train_start
     print(f"Training completed in {training_seconds / 60:.2f} minutes.")
+    final_start = time.time()
     accuracies, classification = _final_metrics(args, trainer, model, loaders, device, label_names)
+    seconds["final_metrics"] = time.time() - final_start
+    cache = cache_report(model)  # the frozen blocks' speed and the cache's size (after the fast trainer)
+    release_cache(model)  # its memory and its file go now, before the outputs are written
+    if cache:
+        print(f"Fast trainer: frozen blocks at {cache['frozen_gflops']:.0f} GFLOP/s; cache "
+              f"{cache['memory_bytes'] / 2**20:.0f} MB in memory, {cache['disk_bytes'] / 2**20:.0f} MB on disk.")
 
     train_losses, val_losses, train_accs, val_accs, examples_seen = history
     metrics = {**accuracies, "train_losses": list(train_losses), "val_losses": list(val_losses),
                "train_accs": list(train_accs), "val_accs": list(val_accs),
                "examples_seen": int(examples_seen * world_size), "training_seconds": training_seconds,
-               "classification_metrics": classification}
+               "classification_metrics": classification, "seconds": seconds, "fast_cache": cache}
     settings = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
     settings.update(device=str(device), test_mode=test_mode, trainer=trainer, data_source=splits["source"],
                     label_names=label_names, max_length=max_length, per_batch_padding=per_batch_padding,
@@ -310,7 +337,8 @@ def _train(args, trainer, model, loaders, device):
         optimizer = make_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
         return train_classifier_fast(model, train_loader, val_loader, optimizer, device, args.num_epochs,
                                      args.eval_freq, args.eval_iter, trainable_token_pos=args.trainable_token_pos,
-                                     precision=args.precision)
+                                     precision=args.precision, cache_memory=args.cache_memory,
+                                     cache_dir=args.cache_dir)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)  # the chapter's
     # torchrun: DDP and this process's share of every global batch; a plain run gets both back unchanged.
     train_model, process_train_loader = distribute_training(model, train_loader, device)
@@ -330,7 +358,8 @@ def _final_metrics(args, trainer, model, loaders, device, label_names):
     def predictions(loader):
         if trainer == "fast":
             return predict_labels_fast(loader, model, device, trainable_token_pos=args.trainable_token_pos,
-                                       precision=args.precision)
+                                       precision=args.precision, cache_memory=args.cache_memory,
+                                       cache_dir=args.cache_dir)
         return predict_labels(model, loader, device, trainable_token_pos=args.trainable_token_pos,
                               average_embeddings=args.average_embeddings)
 
@@ -369,11 +398,13 @@ def _write_run_outputs(args, model, cfg, metrics, settings, start):
                         trainable_layers=args.trainable_layers)
 
     def write_metrics(tmp):
+        metrics["seconds"]["outputs"] = time.time() - outputs_start
         metrics["total_seconds"] = time.time() - start
         metrics["settings"] = settings
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(_json_safe(metrics), f, indent=2, allow_nan=False)
 
+    outputs_start = time.time()
     written = _write_outputs(args.output_dir, {
         "classifier.pt": save,
         "loss.png": plot(metrics["train_losses"], metrics["val_losses"], "loss"),

@@ -264,6 +264,15 @@ class ActivationCache:
         self.rows, self.file, self.map, self.memory_bytes, self.disk_bytes = {}, None, None, 0, 0
 
 
+def cache_report(model):
+    """The model's cache in numbers (frozen_gflops, tokens, memory_bytes, disk_bytes); {} when it has none."""
+    cache = ActivationCache._of_model.get(model)
+    if cache is None:
+        return {}
+    return {"frozen_gflops": cache.gflops(), "tokens": cache.stats["tokens"], "prefix_seconds":
+            cache.stats["seconds"], "memory_bytes": cache.memory_bytes, "disk_bytes": cache.disk_bytes}
+
+
 def release_cache(model):
     """Drop the model's activation cache now (its memory and its file), e.g. at the end of a command."""
     cache = ActivationCache._of_model.pop(model, None)

@@ -359,3 +359,29 @@ def test_own_csv_with_named_columns_and_encoding(tmp_path, capsys):
     assert metrics["settings"]["text_column"] == "sms" and metrics["settings"]["encoding"] == "latin-1"
     _, info = checkpoints.load_classifier(tmp_path / "out")
     assert info["label_names"] == ["ham", "spam"]
+
+
+def test_cache_flags_reach_the_fast_trainer_and_the_cache_is_released(tmp_path, monkeypatch, capsys):
+    seen = []
+    original = fast_trainer.train_classifier_fast
+
+    def record(model, *args, **kwargs):
+        seen.append((kwargs["cache_memory"], kwargs["cache_dir"]))
+        result = original(model, *args, **kwargs)
+        seen.append(fast_trainer.cache_report(model))
+        return result
+
+    monkeypatch.setattr(cli, "train_classifier_fast", record)
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    assert cli.main(quick_args(tmp_path, "--cache-memory", "0", "--cache-dir", str(cache_dir))) == 0
+    assert seen[0] == (0, str(cache_dir)) and seen[1]["memory_bytes"] == 0 and seen[1]["disk_bytes"] > 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["fast_cache"]["frozen_gflops"] > 0 and set(metrics["seconds"]) >= {"final_metrics", "outputs"}
+    assert "frozen blocks at" in capsys.readouterr().out
+    assert list(cache_dir.iterdir()) == []
+    with pytest.raises(SystemExit) as exc:
+        cli.main(quick_args(tmp_path, "--cache-memory", "lots"))
+    assert exc.value.code == 2 and "not a size" in capsys.readouterr().err
+    assert cli.main(quick_args(tmp_path, "--cache-dir", str(tmp_path / "nowhere"))) == 1
+    assert_one_line_error(capsys, "--cache-dir", "not a folder")
