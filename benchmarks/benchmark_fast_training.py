@@ -1,7 +1,13 @@
 """Benchmark: train_classifier_fast against the chapter's loop on the real SMS data, GPT-2-small shape.
 
-    python benchmarks/benchmark_fast_training.py                 # everything, about 10 minutes on 2 idle cores
-    python benchmarks/benchmark_fast_training.py --sample-steps 6 --classify-n 200 --no-bf16   # a quicker look
+    python benchmarks/benchmark_fast_training.py              # everything (on 2 cores without AMX: an hour or more)
+    python benchmarks/benchmark_fast_training.py --runs chapter-flexible,fast-flexible,bf16-flexible \
+        --sample-steps 6 --classify-n 200                     # a quicker look
+
+It first measures the machine's own matrix-product speed (fp32 and bf16) and reports, for each fast run, the
+speed its frozen blocks reached, so the distance to the hardware's limit is a number. The "command" runs time
+the whole `train_classifier.py` command from outside (start-up, data, model build, training, final metrics,
+checkpoint and plots) and list where the time outside training goes.
 
 The chapter's settings: batch 8, padded to 120 tokens, 5 epochs, eval_freq 50, eval_iter 5, AdamW lr 5e-5,
 weight decay 0.1, seed 123, last block + final LayerNorm + the new head trainable. The weights are random
@@ -16,6 +22,8 @@ The table is printed and saved to benchmarks/results/ (git-ignored).
 """
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import platform
@@ -37,13 +45,24 @@ class StopSample(Exception):
     """Raised from the progress callback to stop the chapter's loop after the sampled steps."""
 
 
+def cpu_seconds():
+    """This process's CPU time so far (user + system, all threads): with wall time, how much CPU a run got."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_share(result):
+    """The share of its threads' cores a run got (1.0: never waiting for a busy machine)."""
+    return result["cpu_seconds"] / max(1e-9, result["child_wall_seconds"] * result["threads"])
+
+
 def peak_memory_mb():
     """This process's peak resident memory in MB (ru_maxrss: KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def setup(flexible, workdir, fast_optimizer=False):
+def setup(flexible, workdir, fast_optimizer=False, data=None, balance=True):
     """The chapter's data loaders, a GPT-2-small-shaped classifier with random weights, and its optimizer.
 
     fast_optimizer: make_optimizer's fused AdamW over the trainable parameters instead of the chapter's AdamW.
@@ -56,7 +75,7 @@ def setup(flexible, workdir, fast_optimizer=False):
     import spam_dataset
     import train_classifier as tc
 
-    splits = spam_dataset.prepare_spam_splits(SMS_ZIP, data_dir=workdir, verbose=False)
+    splits = spam_dataset.prepare_spam_splits(data or SMS_ZIP, data_dir=workdir, verbose=False, balance=balance)
     tokenizer = gpt_download.get_gpt2_tokenizer()
     loaders = spam_dataset.create_data_loaders(splits["train"], splits["validation"], splits["test"], tokenizer,
                                                batch_size=SETTINGS["batch_size"], seed=SETTINGS["seed"],
@@ -73,25 +92,54 @@ def setup(flexible, workdir, fast_optimizer=False):
     return model, optimizer, loaders, tokenizer, splits
 
 
-def job_size(loaders):
+def job_size(loaders, num_epochs=None):
     """Training steps and evaluation batches of the full job (5 epochs with their evaluations, then accuracies)."""
     train_loader, val_loader, test_loader = loaders
-    steps = SETTINGS["num_epochs"] * len(train_loader)
+    num_epochs = num_epochs or SETTINGS["num_epochs"]
+    steps = num_epochs * len(train_loader)
     evaluations = len(range(0, steps, SETTINGS["eval_freq"]))
     eval_iter = SETTINGS["eval_iter"]
     per_eval = min(eval_iter, len(train_loader)) + min(eval_iter, len(val_loader))
-    during = evaluations * per_eval + SETTINGS["num_epochs"] * per_eval  # evaluate_model + per-epoch accuracies
+    during = evaluations * per_eval + num_epochs * per_eval  # evaluate_model + per-epoch accuracies
     final = len(train_loader) + len(val_loader) + len(test_loader)
     return steps, during, final
 
 
-def run_chapter_sample(flexible, sample_steps, workdir):
+@contextlib.contextmanager
+def training_steps(stop_after=None):
+    """Record each training step's loss and end time: the trainers' F.cross_entropy calls with gradients on.
+
+    stop_after: raise StopSample at the next training step's loss (the chapter's loop, stopped early).
+    """
+    import torch
+
+    real = torch.nn.functional.cross_entropy
+    record = {"losses": [], "marks": []}
+
+    def loss(*args, **kwargs):
+        if torch.is_grad_enabled():
+            record["marks"].append(time.perf_counter())  # the previous step (and any evaluation) ended here
+            if stop_after is not None and len(record["losses"]) >= stop_after:
+                raise StopSample
+            value = real(*args, **kwargs)
+            record["losses"].append(value.item())
+            return value
+        return real(*args, **kwargs)
+
+    torch.nn.functional.cross_entropy = loss
+    try:
+        yield record
+    finally:
+        torch.nn.functional.cross_entropy = real
+
+
+def run_chapter_sample(flexible, sample_steps, workdir, num_epochs=None, **setup_kwargs):
     """The real train_classifier_simple for sample_steps steps (and its step-0 evaluation), timed."""
     import train_classifier as tc
 
-    model, optimizer, loaders, _, _ = setup(flexible, workdir)
+    model, optimizer, loaders, _, _ = setup(flexible, workdir, **setup_kwargs)
     token = {"trainable_token_pos": "flexible" if flexible else "last", "pad_token_id": 50256}
-    marks, losses, eval_seconds, eval_batches = [], [], [], []
+    eval_seconds, eval_batches = [], []
     evaluate_model = tc.evaluate_model
 
     def timed_evaluate(*args, **kwargs):
@@ -101,30 +149,27 @@ def run_chapter_sample(flexible, sample_steps, workdir):
         eval_batches.append(2 * SETTINGS["eval_iter"])
         return result
 
-    def progress(state):
-        marks.append(time.perf_counter())
-        losses.append(state["loss"])
-        if len(losses) == sample_steps:
-            raise StopSample
-
     tc.evaluate_model = timed_evaluate  # the loop looks the name up at call time: this times the real function
-    start = time.perf_counter()
     try:
-        tc.train_classifier_simple(model, loaders[0], loaders[1], optimizer, "cpu", SETTINGS["num_epochs"],
-                                   SETTINGS["eval_freq"], SETTINGS["eval_iter"], progress=progress, **token)
+        with training_steps(stop_after=sample_steps) as record:
+            tc.train_classifier_simple(model, loaders[0], loaders[1], optimizer, "cpu",
+                                       num_epochs or SETTINGS["num_epochs"], SETTINGS["eval_freq"],
+                                       SETTINGS["eval_iter"], **token)
     except StopSample:
         pass
     finally:
         tc.evaluate_model = evaluate_model
-    step_seconds = [b - a for a, b in zip([start, *marks[:-1]], marks)]
+    marks = record["marks"]
+    step_seconds = [b - a for a, b in itertools.pairwise(marks)]
     step_seconds[0] -= sum(eval_seconds)  # the step-0 evaluation ran inside the first step's interval
     # the first step pays one-time allocation costs: the steady state is the better guide for 650 steps
     per_step = sum(step_seconds[1:]) / max(1, len(step_seconds) - 1)
     per_eval_batch = sum(eval_seconds) / sum(eval_batches)
-    steps, during, final = job_size(loaders)
-    return {"losses": losses, "per_step": per_step, "per_eval_batch": per_eval_batch, "first_step": step_seconds[0],
-            "train_seconds": steps * per_step + during * per_eval_batch, "final_seconds": final * per_eval_batch,
-            "steps": steps, "eval_batches": during, "final_batches": final, "peak_mb": peak_memory_mb()}
+    steps, during, final = job_size(loaders, num_epochs)
+    return {"losses": record["losses"], "per_step": per_step, "per_eval_batch": per_eval_batch,
+            "first_step": step_seconds[0], "train_seconds": steps * per_step + during * per_eval_batch,
+            "final_seconds": final * per_eval_batch, "steps": steps, "eval_batches": during,
+            "final_batches": final, "peak_mb": peak_memory_mb()}
 
 
 def run_fast(flexible, precision, workdir):
@@ -133,17 +178,51 @@ def run_fast(flexible, precision, workdir):
 
     model, optimizer, loaders, _, _ = setup(flexible, workdir, fast_optimizer=True)
     token = {"trainable_token_pos": "flexible" if flexible else "last", "pad_token_id": 50256}
-    losses = []
     start = time.perf_counter()
-    result = fast_trainer.train_classifier_fast(model, loaders[0], loaders[1], optimizer, "cpu", SETTINGS["num_epochs"],
-                                      SETTINGS["eval_freq"], SETTINGS["eval_iter"], precision=precision,
-                                      progress=lambda state: losses.append(state["loss"]), **token)
+    with training_steps() as record:
+        result = fast_trainer.train_classifier_fast(model, loaders[0], loaders[1], optimizer, "cpu",
+                                                    SETTINGS["num_epochs"], SETTINGS["eval_freq"],
+                                                    SETTINGS["eval_iter"], precision=precision, **token)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    accs = [fast_trainer.calc_accuracy_loader_fast(loader, model, "cpu", precision=precision, **token) for loader in loaders]
+    accs = [fast_trainer.calc_accuracy_loader_fast(loader, model, "cpu", precision=precision, **token)
+            for loader in loaders]
     final_seconds = time.perf_counter() - start
-    return {"losses": losses, "train_seconds": train_seconds, "final_seconds": final_seconds, "accs": accs,
-            "val_losses": result[1], "peak_mb": peak_memory_mb(), "optimizer": optimizer_description(optimizer)}
+    return {"losses": record["losses"], "train_seconds": train_seconds, "final_seconds": final_seconds,
+            "accs": accs, "val_losses": result[1], "peak_mb": peak_memory_mb(),
+            "optimizer": optimizer_description(optimizer), "cache": fast_trainer.cache_report(model)}
+
+
+def run_command(flexible, precision, workdir):
+    """The whole `train_classifier.py` command (random GPT-2 small), timed from outside: start-up included."""
+    out_dir = Path(workdir) / "out"
+    cmd = [sys.executable, str(REPO / "train_classifier.py"), "--data", str(SMS_ZIP), "--data-dir", workdir,
+           "--weights", "random", "--precision", precision, "--output-dir", str(out_dir),
+           "--trainable-token-pos", "flexible" if flexible else "last"]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=workdir, stdout=sys.stderr)
+    wall = time.perf_counter() - start
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    return {"wall_seconds": wall, "train_seconds": metrics["training_seconds"], "seconds": metrics["seconds"],
+            "total_seconds": metrics["total_seconds"], "cache": metrics["fast_cache"],
+            "checkpoint_mb": (out_dir / "classifier.pt").stat().st_size / 2**20, "command": " ".join(cmd[1:])}
+
+
+def matmul_gflops(dtype_name, m=960, k=768, n=3072, seconds=3.0):
+    """The machine's own speed: GFLOP/s of a plain [m,k] x [k,n] matrix product in fp32 or bf16 (best of runs)."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    best, end = float("inf"), time.perf_counter() + seconds
+    for _ in range(3):
+        a @ b  # warm-up: the library picks its kernels
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = min(best, (time.perf_counter() - start) / 5)
+    return 2 * m * k * n / best / 1e9
 
 
 def optimizer_description(optimizer):
@@ -154,27 +233,36 @@ def optimizer_description(optimizer):
 
 
 def run_classify(n, workdir):
-    """classify_review one message at a time against classify_reviews_fast, on n real messages."""
+    """classify_review one message at a time, prediction.predict, and class_probabilities_fast (fp32, bf16)."""
     import pandas as pd
 
     import fast_trainer
+    import prediction
     import train_classifier as tc
 
     model, _, loaders, tokenizer, splits = setup(False, workdir)
     texts = pd.concat([pd.read_csv(splits[name]) for name in ("test", "validation", "train")])["Text"]
     texts = [str(t) for t in texts][:n]
     max_length = loaders[0].dataset.max_length
-    out = {"n": len(texts), "max_length": max_length}
-    start = time.perf_counter()
-    one_by_one = [tc.classify_review(t, model, tokenizer, "cpu", max_length=max_length) for t in texts]
-    out["classify_review"] = time.perf_counter() - start
-    start = time.perf_counter()
-    batched = fast_trainer.classify_reviews_fast(texts, model, tokenizer, "cpu", max_length=max_length)
-    out["classify_reviews_fast"] = time.perf_counter() - start
-    out["same_answers"] = batched == one_by_one
-    start = time.perf_counter()
-    fast_trainer.classify_reviews_fast(texts, model, tokenizer, "cpu", max_length=max_length, trainable_token_pos="flexible")
-    out["classify_reviews_fast_flexible"] = time.perf_counter() - start
+    out = {"n": len(texts), "max_length": max_length, "seconds": {}, "agree": {}}
+
+    def timed(name, fn):
+        start = time.perf_counter()
+        labels = fn()
+        out["seconds"][name] = time.perf_counter() - start
+        return labels
+
+    reference = timed("classify_review, one at a time, fp32", lambda: [
+        tc.classify_review(t, model, tokenizer, "cpu", max_length=max_length) for t in texts])
+    predicted = timed("prediction.predict (batches of 32), fp32", lambda: prediction.predict(
+        texts, model, tokenizer, "cpu", max_length=max_length, label_names=("not spam", "spam")))
+    out["agree"]["prediction.predict (batches of 32), fp32"] = sum(
+        a == b for a, (b, _) in zip(reference, predicted))
+    for precision in ("fp32", "bf16"):
+        name = f"class_probabilities_fast (by length), {precision}"
+        labels = timed(name, lambda p=precision: fast_trainer.classify_reviews_fast(
+            texts, model, tokenizer, "cpu", max_length=max_length, precision=p))
+        out["agree"][name] = sum(a == b for a, b in zip(reference, labels))
     out["peak_mb"] = peak_memory_mb()
     return out
 
@@ -193,104 +281,104 @@ def max_rel_diff(a, b):
     return max(abs(x - y) / max(abs(y), 1e-12) for x, y in zip(a[:n], b[:n])), n
 
 
-def table(results, sample_steps, classify):
+RUNS = {  # name: (label, padding)
+    "chapter-last": ("chapter's loop (extrapolated)", "120 tokens, last token"),
+    "fast-last": ("fast, fp32", "120 tokens, last token"),
+    "bf16-last": ("fast, bf16", "120 tokens, last token"),
+    "chapter-flexible": ("chapter's loop, flexible (extrapolated)", "per batch, last real token"),
+    "fast-flexible": ("fast, flexible, fp32", "per batch, last real token"),
+    "bf16-flexible": ("fast, flexible, bf16", "per batch, last real token"),
+}
+
+
+def table(results, sample_steps, classify, machine):
     """The markdown report."""
-    chapter = results["chapter-last"]
-    base = chapter["train_seconds"] + chapter["final_seconds"]
-    lines = [
-        ("| run | padding | seconds: 5 epochs + final accuracies (training / accuracies) | speed-up | "
-         "peak RSS MB | max rel. per-step loss diff | train / val / test accuracy |"),
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, label in (("chapter-last", "chapter's loop (extrapolated)"), ("fast-last", "fast, fp32"),
-                        ("bf16-last", "fast, bf16"), ("chapter-flexible", "chapter's loop, flexible (extrap.)"),
-                        ("fast-flexible", "fast, flexible, fp32"), ("bf16-flexible", "fast, flexible, bf16")):
+    lines = [(f"Machine: a plain [960,768] x [768,3072] matrix product runs at {machine['fp32']:.0f} GFLOP/s in fp32 "
+             f"and {machine['bf16']:.0f} GFLOP/s in bf16 (best of repeated runs, {machine['threads']} threads)."), "",
+             ("| run | padding | seconds: 5 epochs + final accuracies (training / accuracies) | speed-up | "
+              "frozen blocks GFLOP/s | CPU share | peak RSS MB | max rel. per-step loss diff | train / val / test accuracy |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, (label, padding) in RUNS.items():
         if name not in results:
             continue
         r = results[name]
-        padding = "per batch, last real token" if "flexible" in name else "120 tokens, last token"
+        chapter = results.get("chapter-flexible" if "flexible" in name else "chapter-last")
         total = r["train_seconds"] + r["final_seconds"]
+        speed_up = f"{(chapter['train_seconds'] + chapter['final_seconds']) / total:.1f}x" if chapter else "-"
+        gflops = f"{r['cache']['frozen_gflops']:.0f}" if r.get("cache") else "-"
         if name.startswith("chapter"):
             diff, accs = "(reference)", "not run in full"
         else:
-            ref = results["chapter-flexible" if "flexible" in name else "chapter-last"]
-            d, n = max_rel_diff(r["losses"], ref["losses"])
-            diff = f"{d:.1e} (first {n} steps)"
+            diff = "-"
+            if chapter:
+                d, n = max_rel_diff(r["losses"], chapter["losses"])
+                diff = f"{d:.1e} (first {n} steps)"
             accs = " / ".join(f"{a * 100:.2f}%" for a in r["accs"])
         lines.append(f"| {label} | {padding} | {total:.0f} ({r['train_seconds']:.0f} / {r['final_seconds']:.0f}) "
-                     f"| {base / total:.1f}x | {r['peak_mb']:.0f} | {diff} | {accs} |")
-    lines += ["", (f"Chapter's loop: {chapter['per_step']:.2f} s per training step (mean of steps 2-{sample_steps}; "
-                   f"step 1: {chapter['first_step']:.2f} s), {chapter['per_eval_batch']:.2f} s per evaluation batch "
-                   f"(the step-0 evaluation, {2 * SETTINGS['eval_iter']} batches); extrapolated to "
-                   f"{chapter['steps']} steps + {chapter['eval_batches']} evaluation batches during training + "
-                   f"{chapter['final_batches']} batches of final accuracies (train, validation, test).")]
-    fast_optimizers = sorted({r["optimizer"] for name, r in results.items()
-                              if not name.startswith("chapter") and "optimizer" in r})
-    lines.append("Optimizers: the chapter's loop, the chapter's torch.optim.AdamW(model.parameters(), lr=5e-5, "
-                 "weight_decay=0.1); the fast rows, train_classifier.make_optimizer ("
-                 + ", ".join(fast_optimizers) + "): the same AdamW update, "
-                 + ("fused into one kernel" if all(o.startswith("fused") for o in fast_optimizers)
-                    else "not fused here (PyTorch offers no fused AdamW for this device)")
-                 + ", and skipping the frozen parameters, which get no gradient and so no update in the chapter's "
-                 "either.")
-    if "chapter-flexible" in results:
-        c = results["chapter-flexible"]
-        lines.append(f"Chapter's loop with flexible padding: {c['per_step']:.2f} s per step, "
-                     f"{c['per_eval_batch']:.2f} s per evaluation batch.")
+                     f"| {speed_up} | {gflops} | {cpu_share(r):.0%} | {r['peak_mb']:.0f} | {diff} | {accs} |")
+    for name in ("chapter-last", "chapter-flexible"):
+        if name in results:
+            c = results[name]
+            lines += ["", (f"{RUNS[name][0]}: {c['per_step']:.2f} s per training step (mean of steps 2-{sample_steps}; "
+                           f"step 1: {c['first_step']:.2f} s), {c['per_eval_batch']:.2f} s per evaluation batch; "
+                           f"extrapolated to {c['steps']} steps + {c['eval_batches']} evaluation batches during "
+                           f"training + {c['final_batches']} batches of final accuracies.")]
+    lines += command_lines(results)
+    lines += ["", ("CPU share: the run's CPU time over its wall time times its threads; below 100% the machine was "
+                   "busy with other work and every figure above is that much slower than on idle cores.")]
     if classify:
         n = classify["n"]
-        lines += ["", "| classify {} messages (padded to {}) | seconds | messages / s |".format(n, classify["max_length"]),
-                  "| --- | --- | --- |"]
-        for key in ("classify_review", "classify_reviews_fast", "classify_reviews_fast_flexible"):
-            label = {"classify_review": "classify_review, one at a time",
-                     "classify_reviews_fast": "classify_reviews_fast (batched; same answers: "
-                                              f"{classify['same_answers']})",
-                     "classify_reviews_fast_flexible": "classify_reviews_fast, flexible (last real token)"}[key]
-            lines.append(f"| {label} | {classify[key]:.1f} | {n / classify[key]:.0f} |")
+        lines += ["", (f"| classify {n} messages (padded to {classify['max_length']}) | seconds | messages / s | "
+                      "same label as classify_review |"), "| --- | --- | --- | --- |"]
+        for name, seconds in classify["seconds"].items():
+            agree = classify["agree"].get(name, n)
+            lines.append(f"| {name} | {seconds:.1f} | {n / seconds:.0f} | {agree} of {n} |")
     return "\n".join(lines)
+
+
+def command_lines(results):
+    """The whole command against its training: where the time outside training goes."""
+    lines = []
+    for name, r in results.items():
+        if not name.startswith("command"):
+            continue
+        parts = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in r["seconds"].items())
+        lines += ["", (f"Whole command `{r['command']}`: {r['wall_seconds']:.0f} s wall, of which training "
+                       f"{r['train_seconds']:.0f} s (frozen blocks at {r['cache'].get('frozen_gflops', 0):.0f} "
+                       f"GFLOP/s); outside training: {parts}; start-up before main() and exit "
+                       f"{r['wall_seconds'] - r['total_seconds']:.1f} s; checkpoint {r['checkpoint_mb']:.0f} MB.")]
+    return lines
+
+
+ALL_RUNS = (*RUNS, "command-flexible-fp32", "command-flexible-bf16")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample-steps", type=int, default=12, help="chapter's loop steps to time (default 12)")
     parser.add_argument("--classify-n", type=int, default=1000, help="messages for classify timing (0: skip)")
-    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 runs")
-    parser.add_argument("--no-flexible", action="store_true", help="skip the flexible-padding runs")
+    parser.add_argument("--runs", default=",".join(ALL_RUNS),
+                        help=f"comma-separated runs out of {', '.join(ALL_RUNS)} (default: all)")
     parser.add_argument("--json", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not SMS_ZIP.exists():
         sys.exit(f"{SMS_ZIP} not found: place the SMS Spam Collection zip there (see README).")
-
     if args.run:  # a child process: one measurement
-        import torch
+        return child(args)
 
-        with tempfile.TemporaryDirectory() as workdir:
-            kind, padding = args.run.split("-")
-            flexible = padding == "flexible"
-            if kind == "chapter":
-                result = run_chapter_sample(flexible, args.sample_steps, workdir)
-            elif kind == "classify":
-                result = run_classify(args.classify_n, workdir)
-            else:
-                result = run_fast(flexible, "bf16" if kind == "bf16" else "fp32", workdir)
-        result["threads"] = torch.get_num_threads()
-        Path(args.json).write_text(json.dumps(result))
-        return
-
-    runs = ["chapter-last", "fast-last"]
-    runs += [] if args.no_bf16 else ["bf16-last"]
-    if not args.no_flexible:
-        runs += ["chapter-flexible", "fast-flexible"] + ([] if args.no_bf16 else ["bf16-flexible"])
-    results, started = {}, time.time()
-    load_before = os.getloadavg()
+    runs = [name.strip() for name in args.runs.split(",") if name.strip()]
+    unknown = sorted(set(runs) - set(ALL_RUNS))
+    if unknown:
+        sys.exit(f"unknown runs {', '.join(unknown)}; choose from {', '.join(ALL_RUNS)}")
+    started, load_before = time.time(), os.getloadavg()
+    machine = subprocess_run(["--run", "matmul-machine"], timeout=600)
+    results = {}
     for name in runs:
         print(f"[benchmark] {name} ...", file=sys.stderr, flush=True)
         try:
             results[name] = subprocess_run(["--run", name, "--sample-steps", str(args.sample_steps)], timeout=7200)
         except subprocess.CalledProcessError as err:
-            if name in ("chapter-last", "fast-last"):
-                raise
             print(f"[benchmark] {name} failed ({err}); left out of the table", file=sys.stderr)
     classify = None
     if args.classify_n:
@@ -298,21 +386,49 @@ def main():
         classify = subprocess_run(["--run", "classify-last", "--classify-n", str(args.classify_n)], timeout=7200)
     command = "python benchmarks/benchmark_fast_training.py " + " ".join(sys.argv[1:])
     header = (f"Command: `{command.strip()}`; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-              f"torch threads {results['fast-last']['threads']}; load average before {load_before[0]:.2f}, "
+              f"torch threads {machine['threads']}; load average before {load_before[0]:.2f}, "
               f"after {os.getloadavg()[0]:.2f}; benchmark wall time {time.time() - started:.0f} s; "
               "GPT-2 small shape, random weights (accuracies are those of an untrained trunk); peak memory is "
               "resource.getrusage ru_maxrss of each run's own process.")
-    report = header + "\n\n" + table(results, args.sample_steps, classify) + "\n"
+    report = header + "\n\n" + table(results, args.sample_steps, classify, machine) + "\n"
     print(report)
+    save_report("fast_training", report, {"results": results, "classify": classify, "machine": machine})
+
+
+def child(args):
+    """One measurement in this (fresh) process; its result goes to the --json file."""
+    import torch
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+        kind, padding, *precision = args.run.split("-")
+        flexible = padding == "flexible"
+        if kind == "matmul":
+            result = {name: matmul_gflops(name) for name in ("fp32", "bf16")}
+        elif kind == "chapter":
+            result = run_chapter_sample(flexible, args.sample_steps, workdir)
+        elif kind == "classify":
+            result = run_classify(args.classify_n, workdir)
+        elif kind == "command":
+            result = run_command(flexible, precision[0], workdir)
+        else:
+            result = run_fast(flexible, "bf16" if kind == "bf16" else "fp32", workdir)
+    result.update(threads=torch.get_num_threads(), cpu_seconds=cpu_seconds(),
+                  child_wall_seconds=time.perf_counter() - start)
+    Path(args.json).write_text(json.dumps(result))
+
+
+def save_report(name, report, data):
+    """benchmarks/results/<name>-<time>.md and .json (git-ignored), each written whole or not at all."""
     out_dir = REPO / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for suffix, text in ((".md", report), (".json", json.dumps({"results": results, "classify": classify}))):
-        path = out_dir / f"fast_training-{stamp}{suffix}"
+    for suffix, text in ((".md", report), (".json", json.dumps(data))):
+        path = out_dir / f"{name}-{stamp}{suffix}"
         tmp = path.with_name("." + path.name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
-    print(f"saved to {out_dir}/fast_training-{stamp}.md")
+    print(f"saved to {out_dir}/{name}-{stamp}.md")
 
 
 if __name__ == "__main__":
