@@ -188,6 +188,8 @@ class ActivationCache:
                                     f"{self.gflops():.0f} GFLOP/s", refresh=False)
         if self.file is not None and self.disk_bytes > (len(self.map) if self.map is not None else 0):
             self.file.flush()  # written once; read back through a map of the whole file
+            if self.map is not None:
+                self.map.close()
             self.map = mmap.mmap(self.file.fileno(), self.disk_bytes, access=mmap.ACCESS_READ)
 
     def _store(self, key, x, to_disk):

@@ -221,6 +221,17 @@ def test_an_interrupted_run_releases_its_cache(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_bf16_weights_cast_once_give_autocasts_numbers():
+    """The frozen blocks' bf16 copy computes exactly what autocast computes from the fp32 weights (sooner)."""
+    model = make_model()
+    ids = torch.randint(0, 1000, (3, 17))
+    cache = fast_trainer.ActivationCache.for_model(model, "cpu", "bf16")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        x = model.tok_emb(ids) + model.pos_emb(torch.arange(17))
+        expected = model.trf_blocks[: cache.num_frozen](x)
+    assert torch.equal(cache.prefix(model, ids), expected)
+
+
 def test_bf16_cache_holds_half_the_bytes_and_the_weights_are_cast_once():
     fp32, bf16 = make_model(), make_model()
     run(fast_trainer.train_classifier_fast, fp32)
