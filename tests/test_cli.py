@@ -253,7 +253,10 @@ def test_fast_run_takes_its_final_metrics_from_the_cache(tmp_path, monkeypatch, 
     for (fast, full, chapter_accuracy), split in zip(checked, ("train", "val", "test")):
         # the whole model's predictions (the training loader shuffles: compare counts, not order)
         assert metrics.classification_metrics(*fast) == metrics.classification_metrics(*full)
-        assert result[f"{split}_accuracy"] == pytest.approx(chapter_accuracy)  # the chapter's accuracy
+        # the chapter's accuracy: a second whole-model pass over differently shuffled batches, whose float
+        # noise may flip one borderline message of the tiny untrained model
+        num_examples = len(fast[0])
+        assert abs(result[f"{split}_accuracy"] - chapter_accuracy) <= 1 / num_examples + 1e-12
     assert [metrics.classification_metrics(*fast)["confusion_matrix"] for fast, _, _ in checked[1:]] == [
         result["classification_metrics"][split]["confusion_matrix"] for split in ("validation", "test")]
     assert cli.main(quick_args(tmp_path, "--trainer", "simple")) == 0
