@@ -5,6 +5,10 @@ output for a message never changes. The fast trainer runs that frozen prefix onc
 caches its output, and trains (and evaluates) only the trainable top on the cached activations. The last
 block is computed only at the one position the loss reads (its key and value weights fold into that query).
 Same loaders, same batches, same random numbers, same printed progress: only less arithmetic.
+
+The cache (ActivationCache) takes a share of the memory available and spills beyond it to a temporary file,
+so the speed holds at any data size; with precision="bf16" it holds bf16 and the frozen blocks run on bf16
+copies of their weights, cast once.
 """
 
 import contextlib
