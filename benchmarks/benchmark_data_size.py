@@ -284,6 +284,9 @@ def main():
             results[size][kind] = subprocess_run([
                 "--run", f"{kind}:{size}", "--frozen-sample", str(args.frozen_sample), "--chapter-steps",
                 str(args.chapter_steps), "--max-steps", str(args.max_steps), "--max-batches", str(args.max_batches)])
+            partial = bft.REPO / "benchmarks" / "results" / "data_size-partial.json"  # kept should a later run fail
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(results))
     command = "python benchmarks/benchmark_data_size.py " + " ".join(sys.argv[1:])
     text = (f"Command: `{command.strip()}`; {os.cpu_count()} cores; load average before {load_before[0]:.2f}, "
             f"after {os.getloadavg()[0]:.2f}; wall time {time.time() - started:.0f} s.\n\n"

@@ -75,7 +75,8 @@ def setup(flexible, workdir, fast_optimizer=False, data=None, balance=True):
     import spam_dataset
     import train_classifier as tc
 
-    splits = spam_dataset.prepare_spam_splits(data or SMS_ZIP, data_dir=workdir, verbose=False, balance=balance)
+    splits = spam_dataset.prepare_spam_splits(SMS_ZIP if data is None else data, data_dir=workdir, verbose=False,
+                                              balance=balance)
     tokenizer = gpt_download.get_gpt2_tokenizer()
     loaders = spam_dataset.create_data_loaders(splits["train"], splits["validation"], splits["test"], tokenizer,
                                                batch_size=SETTINGS["batch_size"], seed=SETTINGS["seed"],
