@@ -13,6 +13,7 @@ import math
 import random
 import re
 import unicodedata
+import warnings
 
 import pandas as pd
 import torch
@@ -58,8 +59,8 @@ def zero_width(text):
 
 
 def odd_spacing(text):
-    """F R E E: a space between all characters (words end up three spaces apart)."""
-    return " ".join(text)
+    """F R E E: a space between the letters of every word."""
+    return re.sub(r"\S+", lambda m: " ".join(m.group()), text)
 
 
 def drop(text):
@@ -208,6 +209,13 @@ def summarise(results):
     return float(results["success"].mean()), float(won["edits"].mean()) if len(won) else float("nan")
 
 
+def format_result(rate, edits):
+    """"40% (2.5)": the success rate and, in brackets, the mean edits of the successes."""
+    if math.isnan(rate):
+        return "n/a"
+    return f"{rate:.0%}" + ("" if math.isnan(edits) else f" ({edits:.1f})")
+
+
 def success_by_budget(results, budget):
     """Greedy success rate for every k = 0..budget, read off one run with the largest budget.
 
@@ -276,8 +284,7 @@ def attack_defence_table(classifiers, test_texts, test_labels, attacks, max_mess
         for name, attack in attacks.items():
             results = run_attack(score_fn, spam, attack)
             details[model_name, defence][name] = results
-            rate, edits = summarise(results)
-            row[name] = "n/a" if math.isnan(rate) else f"{rate:.0%}" + ("" if math.isnan(edits) else f" ({edits:.1f})")
+            row[name] = format_result(*summarise(results))
         rows.append(row)
     return pd.DataFrame(rows), details
 
@@ -316,7 +323,9 @@ def fine_tune_copy(model, train_df, val_df, tokenizer, device, max_length, *, nu
     train_loader = torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True)
     val_loader = torch.utils.data.DataLoader(val, batch_size=batch_size)
     optimizer = fast_trainer.make_optimizer(tuned, lr=lr)
-    with contextlib.redirect_stdout(io.StringIO()):  # the per-step log; the table tells the story
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        # the per-step log, and the warning that long messages are cut to max_length (as in training)
+        warnings.simplefilter("ignore", spam_dataset.DataWarning)
         fast_trainer.train_classifier_fast(tuned, train_loader, val_loader, optimizer, device, num_epochs,
                                            eval_freq=10**9, eval_iter=1, trainable_token_pos=trainable_token_pos)
     tuned.eval()
