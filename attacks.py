@@ -18,6 +18,7 @@ import warnings
 import pandas as pd
 import torch
 
+import gpt_download
 import look_inside
 import spam_dataset
 
@@ -318,14 +319,14 @@ def fine_tune_copy(model, train_df, val_df, tokenizer, device, max_length, *, nu
         for param in part.parameters():
             param.requires_grad = True
     torch.manual_seed(seed)
-    train = spam_dataset.SpamDataset(train_df, tokenizer, max_length=max_length)
-    val = spam_dataset.SpamDataset(val_df, tokenizer, max_length=max_length)
-    train_loader = torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True)
-    val_loader = torch.utils.data.DataLoader(val, batch_size=batch_size)
-    optimizer = fast_trainer.make_optimizer(tuned, lr=lr)
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         # the per-step log, and the warning that long messages are cut to max_length (as in training)
         warnings.simplefilter("ignore", spam_dataset.DataWarning)
+        train = spam_dataset.SpamDataset(train_df, tokenizer, max_length=max_length)
+        val = spam_dataset.SpamDataset(val_df, tokenizer, max_length=train.max_length)
+        train_loader = torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True)
+        val_loader = torch.utils.data.DataLoader(val, batch_size=batch_size)
+        optimizer = fast_trainer.make_optimizer(tuned, lr=lr)
         fast_trainer.train_classifier_fast(tuned, train_loader, val_loader, optimizer, device, num_epochs,
                                            eval_freq=10**9, eval_iter=1, trainable_token_pos=trainable_token_pos)
     tuned.eval()
@@ -384,3 +385,25 @@ def attack_report(model, tokenizer, device, splits, *, max_length=None, trainabl
                                           defences))
     made = make_attacks(ham, attacks, budget)
     return attack_defence_table(classifiers, test["Text"].tolist(), test["Label"].tolist(), made, max_messages)
+
+
+def attack_checkpoint(checkpoint, data=None, data_dir="data", *, test_mode=False, device="cpu", max_messages=None,
+                      **options):
+    """attack_report for a saved classifier (file or run folder) on the split it was trained on.
+
+    data / data_dir / test_mode as for training (prepare_spam_splits rebuilds the same 70/10/20 split, so the
+    test messages are the held-out ones). options go to attack_report. Returns (table, details).
+    """
+    import checkpoints
+
+    if max_messages is not None and max_messages < 1:
+        raise ValueError(f"--max-messages {max_messages}: attack at least 1 message (or leave it out for all).")
+    model, info = checkpoints.load_classifier(checkpoint, device=device)
+    paths = spam_dataset.prepare_spam_splits(data, data_dir, offline=test_mode, verbose=False)
+    splits = {name: pd.read_csv(paths[name]) for name in ("train", "validation", "test")}
+    tokenizer = gpt_download.get_gpt2_tokenizer()
+    extra = info.get("extra") or {}
+    return attack_report(model, tokenizer, device, splits, max_length=info.get("max_length"),
+                         trainable_token_pos=extra.get("trainable_token_pos", "last"),
+                         average_embeddings=bool(extra.get("average_embeddings", False)),
+                         max_messages=max_messages, **options)

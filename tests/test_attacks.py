@@ -133,7 +133,7 @@ def test_greedy_attack_stops_within_its_budget(budget):
         calls.append(len(texts))
         return [0.9] * len(texts)
 
-    attacked, edits = attacks.greedy_attack("one two three four five", stubborn, budget=budget)
+    _, edits = attacks.greedy_attack("one two three four five", stubborn, budget=budget)
     assert edits == budget
     # one score of the message, then per edit one occlusion call and one call trying the edits
     assert len(calls) == 1 + 2 * budget
@@ -184,3 +184,44 @@ def test_attack_defence_table_on_a_toy_classifier():
     assert table.loc[1, "homoglyphs"] == "0%"  # ...until normalisation folds them back
     assert table.loc[0, "clean test acc."] == "100.0%"
     assert set(details["toy", "none"]) == {"homoglyphs", "greedy"}
+
+
+# --- the GPT-2 classifier through the same code ---
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier():
+    torch.manual_seed(123)
+    model = gpt_model.GPTModel(gpt_model.TINY_CONFIG)
+    model.out_head = torch.nn.Linear(gpt_model.TINY_CONFIG["emb_dim"], 2)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def synthetic_splits(tmp_path_factory):
+    import spam_dataset
+
+    paths = spam_dataset.prepare_spam_splits("synthetic", tmp_path_factory.mktemp("data"), verbose=False)
+    return {name: pd.read_csv(paths[name]) for name in ("train", "validation", "test")}
+
+
+def test_gpt2_score_fn_gives_the_classifiers_spam_probability(tiny_classifier, tokenizer):
+    texts = ["WIN a FREE prize now", "see you at six", attacks.homoglyphs("FREE cash")]
+    score = attacks.gpt2_score_fn(tiny_classifier, tokenizer, "cpu", max_length=16)
+    for text, p in zip(texts, score(texts)):
+        ids = tokenizer.encode(text)[:16]
+        ids += [50256] * (16 - len(ids))
+        with torch.no_grad():
+            logits = tiny_classifier(torch.tensor([ids]))[:, -1, :]
+        assert p == pytest.approx(torch.softmax(logits, dim=-1)[0, 1].item(), abs=1e-6)
+
+
+def test_attack_report_runs_every_attack_and_defence(tiny_classifier, tokenizer, synthetic_splits):
+    table, details = attacks.attack_report(tiny_classifier, tokenizer, "cpu", synthetic_splits, max_length=32,
+                                           budget=2, max_messages=3, augment_epochs=1)
+    assert list(table.columns) == ["model", "defence", "clean test acc.", "spam caught", *attacks.ATTACKS]
+    assert [tuple(r) for r in table[["model", "defence"]].to_numpy()] == [
+        (model, defence) for model in ("GPT-2", "TF-IDF") for defence in attacks.DEFENCES]
+    assert (table["spam caught"] <= 3).all()
+    for per_attack in details.values():
+        assert (per_attack["greedy"]["edits"] <= 2).all()
