@@ -18,8 +18,12 @@ import warnings
 import pandas as pd
 import torch
 
+import baseline as baseline_module  # attack_report's own `baseline` is a flag
+import checkpoints
+import fast_trainer
 import gpt_download
 import look_inside
+import prediction
 import spam_dataset
 
 THRESHOLD = 0.5  # P(spam) at or above this: spam (the argmax of two classes)
@@ -295,8 +299,6 @@ def attack_defence_table(classifiers, test_texts, test_labels, attacks, max_mess
 def gpt2_score_fn(model, tokenizer, device, max_length=None, *, trainable_token_pos="last",
                   average_embeddings=False, batch_size=32):
     """score_fn for a GPT-2 classifier: prediction.class_probabilities(...)[:, 1] as a list of floats."""
-    import prediction
-
     def score_fn(texts):
         probs = prediction.class_probabilities(list(texts), model, tokenizer, device, max_length,
                                                trainable_token_pos=trainable_token_pos,
@@ -310,8 +312,6 @@ def fine_tune_copy(model, train_df, val_df, tokenizer, device, max_length, *, nu
                    batch_size=8, seed=123, trainable_token_pos="last"):
     """A copy of the classifier fine-tuned further on train_df (the chapter's trainable part: last block,
     final norm, head), with the fast trainer; the original stays as it was. Returns the copy."""
-    import fast_trainer
-
     tuned = copy.deepcopy(model).to(device)
     for param in tuned.parameters():
         param.requires_grad = False
@@ -362,6 +362,7 @@ def attack_report(model, tokenizer, device, splits, *, max_length=None, trainabl
     train, test = splits["train"], splits["test"]
     ham = train.loc[train["Label"] == 0, "Text"].tolist()
     random.Random(seed).shuffle(ham)  # padding text: a fixed random order of training ham
+    made = make_attacks(ham, attacks, budget)  # first: a bad name or budget fails before any work
     augmented = augment_training_set(train, ham, seed=seed)
     token = {"trainable_token_pos": trainable_token_pos, "average_embeddings": average_embeddings}
     gpt2 = gpt2_score_fn(model, tokenizer, device, max_length, **token)
@@ -375,15 +376,12 @@ def attack_report(model, tokenizer, device, splits, *, max_length=None, trainabl
 
     classifiers = _with_defences("GPT-2", gpt2, gpt2_augmented, defences)
     if baseline:
-        import baseline as tfidf
-
-        plain = tfidf.fit_tfidf_baseline(train["Text"], train["Label"], seed=seed)
-        hardened = functools.cache(lambda: tfidf.fit_tfidf_baseline(augmented["Text"], augmented["Label"],
+        plain = baseline_module.fit_tfidf_baseline(train["Text"], train["Label"], seed=seed)
+        hardened = functools.cache(lambda: baseline_module.fit_tfidf_baseline(augmented["Text"], augmented["Label"],
                                                                    seed=seed))
         classifiers.update(_with_defences("TF-IDF", lambda texts: plain.predict_proba(list(texts))[:, 1],
                                           lambda: lambda texts: hardened().predict_proba(list(texts))[:, 1],
                                           defences))
-    made = make_attacks(ham, attacks, budget)
     return attack_defence_table(classifiers, test["Text"].tolist(), test["Label"].tolist(), made, max_messages)
 
 
@@ -394,8 +392,6 @@ def attack_checkpoint(checkpoint, data=None, data_dir="data", *, test_mode=False
     data / data_dir / test_mode as for training (prepare_spam_splits rebuilds the same 70/10/20 split, so the
     test messages are the held-out ones). options go to attack_report. Returns (table, details).
     """
-    import checkpoints
-
     if max_messages is not None and max_messages < 1:
         raise ValueError(f"--max-messages {max_messages}: attack at least 1 message (or leave it out for all).")
     model, info = checkpoints.load_classifier(checkpoint, device=device)

@@ -15,6 +15,7 @@ import warnings
 
 import torch
 
+import attacks
 import gpt_download
 import spam_dataset
 from checkpoints import save_classifier
@@ -36,7 +37,7 @@ from fast_trainer import (
 )
 from gpt_download import atomic_write
 from metrics import classification_metrics, format_metrics_table, plot_confusion_matrix, predict_labels
-from model_setup import WEIGHTS_FORMATS, build_model, is_test_mode
+from model_setup import WEIGHTS_FORMATS, build_model, is_test_mode, resolve_device
 from prediction import predict_from_checkpoint
 from train_classifier import TRAINABLE_LAYERS, TRAINABLE_TOKEN_POSITIONS, plot_values, train_classifier_simple
 
@@ -412,6 +413,55 @@ def predict_main(argv=None):
     return 0
 
 
+def _names(values, known, what):
+    """--attacks / --defences: names given apart or comma-separated, checked against the known ones."""
+    names = [n for value in values for n in value.replace(",", " ").split()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"Unknown {what} {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}.")
+    return names
+
+
+def attack_main(argv=None):
+    """`train_classifier.py attack --checkpoint DIR`: the attack x defence table for a saved classifier."""
+    parser = argparse.ArgumentParser(
+        prog="train_classifier.py attack",
+        description="Attack a fine-tuned classifier (and the TF-IDF baseline) with evasion attacks on the held-out "
+                    "test spam it catches, with and without defences; prints success rates and clean accuracy.")
+    parser.add_argument("--checkpoint", required=True, help="a training run's output folder or its classifier.pt")
+    parser.add_argument("--attacks", nargs="+", default=list(attacks.ATTACKS), help="which attacks (default: all "
+                        f"of {', '.join(attacks.ATTACKS)})")
+    parser.add_argument("--defences", nargs="+", default=list(attacks.DEFENCES), help="which defences (default: "
+                        f"all of {', '.join(attacks.DEFENCES)})")
+    parser.add_argument("--budget", type=int, default=5, help="the greedy attack's most edits per message (5)")
+    parser.add_argument("--max-messages", type=int, help="attack at most this many caught spam messages (all)")
+    parser.add_argument("--augment-epochs", type=int, default=2, help="extra epochs with attacked examples (2)")
+    parser.add_argument("--augment-lr", type=float, default=5e-5, help="their learning rate (5e-5)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
+    parser.add_argument("--data", help="the data the classifier was trained on (as for training)")
+    parser.add_argument("--data-dir", default="data", help="where the splits are written (data)")
+    parser.add_argument("--test-mode", action="store_true", help="offline: the shared SMS archive or synthetic data")
+    parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default: cpu)")
+    parser.add_argument("--seed", type=int, default=123)
+    args = parser.parse_args(argv)
+    start = time.time()
+    try:
+        table, _ = attacks.attack_checkpoint(
+            args.checkpoint, args.data, args.data_dir, test_mode=is_test_mode(args.test_mode),
+            device=resolve_device(args.device), max_messages=args.max_messages,
+            attacks=_names(args.attacks, attacks.ATTACKS, "attack"),
+            defences=_names(args.defences, attacks.DEFENCES, "defence"), budget=args.budget,
+            augment_epochs=args.augment_epochs, augment_lr=args.augment_lr, baseline=not args.no_baseline,
+            seed=args.seed)
+    except USER_ERRORS as exc:
+        _print_error(exc)
+        return 1
+    print("Attack success rate on the held-out spam each classifier catches (mean edits of the successes):")
+    print(table.to_string(index=False))
+    print(f"({time.time() - start:.0f} s)")
+    return 0
+
+
 def _print_error(exc):
     """A user error as one line on stderr: "error: <the message>"."""
     print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
@@ -427,6 +477,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["predict"]:
         return predict_main(argv[1:])
+    if argv[:1] == ["attack"]:
+        return attack_main(argv[1:])
     args = build_arg_parser().parse_args(normalise_flag_spelling(argv))
     try:
         with warnings.catch_warnings():

@@ -225,3 +225,57 @@ def test_attack_report_runs_every_attack_and_defence(tiny_classifier, tokenizer,
     assert (table["spam caught"] <= 3).all()
     for per_attack in details.values():
         assert (per_attack["greedy"]["edits"] <= 2).all()
+
+
+# --- the command line ---
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    import cli
+
+    out = tmp_path_factory.mktemp("run")
+    assert cli.main(["--test-mode", "--data", "synthetic", "--data-dir", str(out / "data"), "--output-dir",
+                     str(out / "out"), "--num-epochs", "1", "--eval-freq", "10", "--eval-iter", "1"]) == 0
+    return out
+
+
+def test_cli_attack_prints_the_table(trained_run, capsys):
+    import cli
+
+    capsys.readouterr()
+    code = cli.main(["attack", "--checkpoint", str(trained_run / "out"), "--test-mode", "--data", "synthetic",
+                     "--data-dir", str(trained_run / "data"), "--attacks", "homoglyphs,greedy", "--budget", "2",
+                     "--defences", "none", "normalise", "--max-messages", "3", "--augment-epochs", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.splitlines()
+    header = next(line for line in lines if "defence" in line)
+    assert header.split() == ["model", "defence", "clean", "test", "acc.", "spam", "caught", "homoglyphs", "greedy"]
+    assert sum(line.split()[:2] in (["GPT-2", "none"], ["TF-IDF", "normalise"]) for line in lines) == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--budget", "0"], "budget is 0"),
+    (["--attacks", "sarcasm"], "Unknown attack sarcasm"),
+    (["--max-messages", "0"], "--max-messages 0"),
+])
+def test_cli_attack_user_errors_are_one_line(trained_run, capsys, flags, message):
+    import cli
+
+    capsys.readouterr()
+    code = cli.main(["attack", "--checkpoint", str(trained_run / "out"), "--test-mode", "--data", "synthetic",
+                     "--data-dir", str(trained_run / "data"), *flags])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_cli_attack_from_the_script_names_a_missing_checkpoint(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "train_classifier.py"
+    done = subprocess.run([sys.executable, str(script), "attack", "--checkpoint", str(tmp_path / "nothing")],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.startswith("error: Classifier file") and "nothing" in done.stderr
