@@ -18,7 +18,7 @@ import warnings
 import pandas as pd
 import torch
 
-import baseline as baseline_module  # attack_report's own `baseline` is a flag
+import baseline
 import checkpoints
 import fast_trainer
 import gpt_download
@@ -349,8 +349,8 @@ def _with_defences(model_name, score_fn, augmented_fn, defences):
 
 def attack_report(model, tokenizer, device, splits, *, max_length=None, trainable_token_pos="last",
                   average_embeddings=False, attacks=ATTACKS, defences=DEFENCES, budget=5, max_messages=None,
-                  augment_epochs=2, augment_lr=5e-5, baseline=True, seed=123):
-    """Attack x defence for a GPT-2 classifier (and, with baseline, TF-IDF): (table, details) as
+                  augment_epochs=2, augment_lr=5e-5, tfidf_baseline=True, seed=123):
+    """Attack x defence for a GPT-2 classifier (and, with tfidf_baseline, TF-IDF): (table, details) as
     attack_defence_table returns them. splits: {"train", "validation", "test": DataFrame with Label, Text}.
 
     Padding and augmentation draw on TRAINING messages only; every attack runs on the test set, afresh
@@ -375,9 +375,9 @@ def attack_report(model, tokenizer, device, splits, *, max_length=None, trainabl
         return gpt2_score_fn(tuned, tokenizer, device, max_length, **token)
 
     classifiers = _with_defences("GPT-2", gpt2, gpt2_augmented, defences)
-    if baseline:
-        plain = baseline_module.fit_tfidf_baseline(train["Text"], train["Label"], seed=seed)
-        hardened = functools.cache(lambda: baseline_module.fit_tfidf_baseline(augmented["Text"], augmented["Label"],
+    if tfidf_baseline:
+        plain = baseline.fit_tfidf_baseline(train["Text"], train["Label"], seed=seed)
+        hardened = functools.cache(lambda: baseline.fit_tfidf_baseline(augmented["Text"], augmented["Label"],
                                                                    seed=seed))
         classifiers.update(_with_defences("TF-IDF", lambda texts: plain.predict_proba(list(texts))[:, 1],
                                           lambda: lambda texts: hardened().predict_proba(list(texts))[:, 1],

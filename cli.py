@@ -451,7 +451,7 @@ def attack_main(argv=None):
             device=resolve_device(args.device), max_messages=args.max_messages,
             attacks=_names(args.attacks, attacks.ATTACKS, "attack"),
             defences=_names(args.defences, attacks.DEFENCES, "defence"), budget=args.budget,
-            augment_epochs=args.augment_epochs, augment_lr=args.augment_lr, baseline=not args.no_baseline,
+            augment_epochs=args.augment_epochs, augment_lr=args.augment_lr, tfidf_baseline=not args.no_baseline,
             seed=args.seed)
     except USER_ERRORS as exc:
         _print_error(exc)
