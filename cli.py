@@ -444,7 +444,9 @@ def attack_main(argv=None):
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default: cpu)")
     parser.add_argument("--seed", type=int, default=123)
     args = parser.parse_args(argv)
-    start = time.time()
+    start, threads = time.time(), torch.get_num_threads()
+    if is_test_mode(args.test_mode):
+        torch.set_num_threads(1)  # as for training: the tiny model gains nothing from threads on a busy machine
     try:
         table, _ = attacks.attack_checkpoint(
             args.checkpoint, args.data, args.data_dir, test_mode=is_test_mode(args.test_mode),
@@ -456,6 +458,8 @@ def attack_main(argv=None):
     except USER_ERRORS as exc:
         _print_error(exc)
         return 1
+    finally:
+        torch.set_num_threads(threads)
     print("Attack success rate on the held-out spam each classifier catches (mean edits of the successes):")
     print(table.to_string(index=False))
     print(f"({time.time() - start:.0f} s)")
