@@ -164,3 +164,14 @@ def test_notebook_6_runs_the_typed_in_chapter_loop_when_trainer_is_simple(tmp_pa
     log = "".join(out.get("text", "") for out in training.outputs if out.output_type == "stream")
     assert "Ep 1 (Step 000000): Train loss" in log and "Training accuracy:" in log, log
     assert "Fast trainer" not in log
+
+
+def test_notebook_8_has_checks_for_every_exercise_and_skips_slow_runs_by_default():
+    cells = _code_cells(REPO / "notebooks" / "08_exercises.ipynb")
+    settings = next(s for s in cells if "TEST_MODE = is_test_mode()" in s)
+    assert "RUN_SLOW = False" in settings, "the slow exercises must be off by default (RUN_SLOW = False)"
+    for exercise in ("6_1", "6_2", "6_3"):
+        check = f"check_exercise_{exercise}("
+        definitions = [s for s in cells if f"def {check}" in s]
+        assert definitions and "assert " in definitions[0], f"exercise {exercise}: no assert-style check"
+        assert any(check in s and f"def {check}" not in s for s in cells), f"no solution cell calls {check}...)"
