@@ -1,6 +1,6 @@
 """How long the chapter's exercises 6.1 (pad to 1024 tokens) and 6.2 (train every layer) take on this machine.
 
-    python benchmarks/exercise_times.py                  # about 5 minutes on 2 idle cores
+    python benchmarks/exercise_times.py                  # 15 minutes on the shared 2-core machine (load 7-10)
     python benchmarks/exercise_times.py --sample-steps 2 # a quicker look
 
 Notebook 8 quotes these figures when RUN_SLOW is False. Like benchmark_fast_training.py, it times the chapter's
