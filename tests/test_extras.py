@@ -47,7 +47,7 @@ class FixedLogits(torch.nn.Module):
 def test_lora_layer_starts_as_identity_update_and_is_scaled_by_alpha_over_rank():
     torch.manual_seed(0)
     linear = torch.nn.Linear(6, 4)
-    wrapped = experiments.LinearWithLoRA(linear, rank=2, alpha=8)
+    wrapped = experiments.LinearWithLoRA(linear, rank=2, alpha=8, scaling="alpha_over_rank")
     x = torch.randn(3, 6)
     assert torch.equal(wrapped(x), linear(x))  # B = 0: fine-tuning starts from the pretrained function
     assert wrapped.lora.A.shape == (6, 2) and wrapped.lora.B.shape == (2, 4)
@@ -72,7 +72,7 @@ def test_apply_lora_wraps_every_linear_and_trains_only_lora():
     assert trainable and all(n.endswith(("lora.A", "lora.B")) for n in trainable)
     assert len(trainable) == 2 * n_linear
     assert torch.allclose(model(ids), before)  # unchanged until trained
-    assert experiments.lora_settings(model) == {"lora_rank": 4, "lora_alpha": 8.0}
+    assert experiments.lora_settings(model) == {"lora_rank": 4, "lora_alpha": 8.0, "lora_scaling": "alpha"}
     trainable_count, total = experiments.count_trainable_parameters(model)
     assert 0 < trainable_count < total / 10
     experiments.apply_lora(model, rank=4, alpha=8)  # applying twice must not wrap twice
@@ -102,7 +102,7 @@ def test_lora_classifier_saves_and_loads_with_the_same_logits(tmp_path):
     checkpoints.save_classifier(path, model, gpt_model.TINY_CONFIG, label_names=("ham", "spam"), max_length=9,
                        trainable_layers="lora", extra=experiments.lora_settings(model))
     loaded, info = checkpoints.load_classifier(tmp_path)
-    assert experiments.lora_settings(loaded) == {"lora_rank": 2, "lora_alpha": 4.0}
+    assert experiments.lora_settings(loaded) == {"lora_rank": 2, "lora_alpha": 4.0, "lora_scaling": "alpha"}
     ids = torch.randint(0, 50257, (3, 9))
     assert torch.allclose(loaded(ids), model(ids), atol=1e-6)
     # rebuilding from the extras by hand (a learner's own model) gives the same layers
@@ -256,7 +256,10 @@ def test_predict_command_line(tmp_path, capsys):
 def test_replace_head_and_freeze_lora_from_python():
     model = experiments.setup_classifier(tiny_classifier(), 3, "lora", lora_rank=2, lora_alpha=2)
     assert model.out_head.out_features == 3 and isinstance(model.out_head, experiments.LinearWithLoRA)
-    assert {n.rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad} == {"A", "B"}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    # as in the bonus experiments, the new head trains too (and carries LoRA like every Linear)
+    assert {n.rsplit(".", 1)[-1] for n in trainable} == {"A", "B", "weight", "bias"}
+    assert {n for n in trainable if not n.endswith(("A", "B"))} == {"out_head.linear.weight", "out_head.linear.bias"}
 
 
 def test_average_embeddings_and_ignore_index_in_the_loss():
@@ -353,11 +356,12 @@ def test_cli_lora_trains_only_the_updates_and_predicts(tmp_path, capsys):
     torch.manual_seed(123)  # the CLI's seed: the frozen weights must be exactly the initial ones
     initial = gpt_model.GPTModel(dict(gpt_model.TINY_CONFIG)).state_dict()
     weights = state["model_state_dict"]
-    assert torch.equal(weights["trf_blocks.0.att.W_query.linear.weight"], initial["trf_blocks.0.att.W_query.weight"])
+    assert "trf_blocks.0.att.W_query.linear.weight" not in weights  # unchanged: the small checkpoint leaves it out
     assert weights["trf_blocks.0.att.W_query.lora.B"].abs().sum() > 0  # the update trained
     assert state["extra"]["lora_rank"] == 2
     model, _ = checkpoints.load_classifier(out)
-    assert experiments.lora_settings(model) == {"lora_rank": 2, "lora_alpha": 4.0}
+    assert torch.equal(model.trf_blocks[0].att.W_query.linear.weight, initial["trf_blocks.0.att.W_query.weight"])
+    assert experiments.lora_settings(model) == {"lora_rank": 2, "lora_alpha": 4.0, "lora_scaling": "alpha"}
     assert len(prediction.predict_from_checkpoint(out, ["win a prize", "lunch?"])) == 2
 
 
@@ -446,8 +450,8 @@ def test_torchrun_two_processes_train_like_one_with_the_same_global_batch(tmp_pa
     assert two["classification_metrics"] == one["classification_metrics"]
     assert (two["train_accuracy"], two["test_accuracy"]) == (one["train_accuracy"], one["test_accuracy"])
     # the same weights up to float summation order (Adam magnifies it on the few near-zero gradients)
-    w1 = torch.load(tmp_path / "one" / "classifier.pt", weights_only=True)["model_state_dict"]
-    w2 = torch.load(tmp_path / "two" / "classifier.pt", weights_only=True)["model_state_dict"]
+    w1 = checkpoints.load_classifier(tmp_path / "one")[0].state_dict()  # every weight, the base's included
+    w2 = checkpoints.load_classifier(tmp_path / "two")[0].state_dict()
     diff = torch.cat([(w1[k] - w2[k]).abs().flatten() for k in w1])
     assert diff.max() < 1e-3 and diff.mean() < 1e-7
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
