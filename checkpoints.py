@@ -7,6 +7,7 @@ weights differ. A full checkpoint (`--full-checkpoint`) holds every weight, like
 """
 
 import os
+import re
 
 import torch
 
@@ -18,6 +19,10 @@ from model_setup import rebuild_base, tensor_sha256, weights_digest
 
 CHECKPOINT_FORMAT = "gpt2-spam-classifier/2"
 READABLE_FORMATS = ("gpt2-spam-classifier/1", CHECKPOINT_FORMAT)  # /1: always full, LoRA scaled by alpha / rank
+# A plain state_dict saved by the chapter (torch.save(model.state_dict(), "review_classifier.pth")) holds no
+# padding length or label names: the chapter's are used unless the caller says otherwise.
+CHAPTER_MAX_LENGTH = 120
+CHAPTER_LABELS = ("not spam", "spam")
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "load_classifier", "resolve_checkpoint_path", "save_classifier"]
 
 
@@ -106,17 +111,52 @@ def _read(path):
         first = gpt_download.first_line(exc, type(exc).__name__)
         raise CheckpointError(f"{path} is truncated, corrupt or not a classifier saved by this package "
                               f"({first[:150]}); train again or copy the file again.") from exc
+    if isinstance(checkpoint, dict) and checkpoint and "format" not in checkpoint and all(
+            isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return _from_plain_state_dict(path, checkpoint)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") not in READABLE_FORMATS:
         raise CheckpointError(f"{path} is not a classifier saved by save_classifier (format {CHECKPOINT_FORMAT!r}); "
                               "pass a classifier.pt written by train_classifier.py.")
     return checkpoint
 
 
+def _from_plain_state_dict(path, state):
+    """A chapter classifier's plain state_dict as a checkpoint: the config read off the tensors' shapes."""
+    try:
+        vocab_size, emb_dim = state["tok_emb.weight"].shape
+        context_length = state["pos_emb.weight"].shape[0]
+        num_classes = state["out_head.weight"].shape[0]
+    except (KeyError, ValueError):
+        raise CheckpointError(f"{path} is not a classifier saved by save_classifier and matches no GPT-2 shape: "
+                              f"found {len(state)} tensors ({_few(state, 3)}) but "
+                              "not tok_emb.weight, pos_emb.weight and out_head.weight; pass a classifier saved "
+                              "with torch.save(model.state_dict(), ...) from the chapter's GPTModel.") from None
+    blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"trf_blocks\.(\d+)\.", k))})
+    # the shapes do not say the number of heads: GPT-2's sizes (and the tiny test model) fix it by the width
+    heads = {**gpt_download.N_HEAD_BY_EMB, gpt_model.TINY_CONFIG["emb_dim"]: gpt_model.TINY_CONFIG["n_heads"]}
+    if emb_dim not in heads or not blocks or blocks != list(range(len(blocks))):
+        raise CheckpointError(f"{path} matches no GPT-2 shape: found embedding width {emb_dim}, {len(blocks)} "
+                              f"transformer blocks and a {num_classes}-class head (GPT-2's widths are 768, 1024, "
+                              "1280, 1600); pass a classifier fine-tuned from GPT-2.")
+    cfg = {"vocab_size": int(vocab_size), "context_length": int(context_length), "emb_dim": int(emb_dim),
+           "n_layers": len(blocks), "n_heads": heads[emb_dim], "drop_rate": 0.0,
+           "qkv_bias": "trf_blocks.0.att.W_query.bias" in state}
+    sizes = [name for name in gpt_model.model_configs
+             if {k: gpt_model.get_model_config(name)[k] for k in ("emb_dim", "n_layers")} ==
+             {"emb_dim": cfg["emb_dim"], "n_layers": cfg["n_layers"]}]
+    names = CHAPTER_LABELS if num_classes == 2 else [str(i) for i in range(num_classes)]
+    return {"format": "chapter state_dict", "model_state_dict": state, "base": None, "config": cfg,
+            "num_classes": int(num_classes), "label_names": list(names), "max_length": CHAPTER_MAX_LENGTH,
+            "padded": True, "model_size": sizes[0] if sizes else None, "trainable_layers": None,
+            "switches": {"lora": {}, "causal": True}, "extra": {}}
+
+
 def load_classifier(path, device="cpu", *, model=None, cfg=None, num_classes=None, model_size=None,
                     models_dir=None):
     """Return (model, info) from a save_classifier file (weights_only=True); a clear error when it does not fit.
 
-    path may be the file or the folder holding classifier.pt. Given model / cfg / num_classes / model_size, the
+    path may be the file or the folder holding classifier.pt, or a plain state_dict the chapter saved (labels
+    "not spam"/"spam" and max_length 120 then, as in the chapter). Given model / cfg / num_classes / model_size, the
     file must match them; with model (holding the base weights), its weights are loaded into that model. A small
     checkpoint's pretrained base is found (or downloaded) in models_dir (default: where training found it).
     """

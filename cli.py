@@ -73,7 +73,9 @@ def build_arg_parser():
     chapter.add_argument("--weights", choices=("pretrained", "random"), default="pretrained")
     chapter.add_argument("--weights-format", choices=WEIGHTS_FORMATS, default="openai",
                          help="openai: the chapter's TensorFlow checkpoint (safetensors when TensorFlow does not "
-                              "import); safetensors: Hugging Face's copy of the same weights, no TensorFlow")
+                              "import); safetensors: Hugging Face's copy of the same weights, no TensorFlow; "
+                              "pytorch: the book's own state_dict files (rasbt/gpt2-from-scratch-pytorch), no "
+                              "TensorFlow")
     chapter.add_argument("--models-dir", default="gpt2", help="where the GPT-2 checkpoint files are kept")
     chapter.add_argument("--num-epochs", type=int, default=5)
     chapter.add_argument("--batch-size", type=int, default=8)
@@ -411,12 +413,19 @@ def predict_main(argv=None):
     parser = argparse.ArgumentParser(prog="train_classifier.py predict",
                                      description="Classify messages with a fine-tuned classifier.")
     parser.add_argument("messages", nargs="*", help="messages to classify (quote each one)")
-    parser.add_argument("--checkpoint", required=True, help="a training run's output folder or its classifier.pt")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a training run's output folder or its classifier.pt, or the chapter's "
+                             "review_classifier.pth (torch.save(model.state_dict(), ...))")
     parser.add_argument("--file", help="a text file with one message per line")
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default: cpu)")
     parser.add_argument("--models-dir", default=None,
                         help="where the GPT-2 files are (a small checkpoint's base; default: where training found "
                              "them)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="pad/truncate to this many tokens (default: the file's; a chapter state_dict: 120)")
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="class names in class-id order (default: the file's; a chapter state_dict: "
+                             "'not spam' 'spam'); put -- before the messages")
     args = parser.parse_args(argv)
     messages = list(args.messages)
     try:
@@ -428,7 +437,10 @@ def predict_main(argv=None):
                 messages += [line.rstrip("\r\n") for line in f if line.strip()]
         if not messages:
             raise ValueError("No messages to classify; pass them in quotes after --checkpoint DIR, or --file FILE.")
-        results = predict_from_checkpoint(args.checkpoint, messages, device=args.device, models_dir=args.models_dir)
+        if args.max_length is not None and args.max_length < 1:
+            raise ValueError(f"--max-length must be at least 1 (got {args.max_length}).")
+        results = predict_from_checkpoint(args.checkpoint, messages, device=args.device, models_dir=args.models_dir,
+                                          max_length=args.max_length, label_names=args.labels)
     except USER_ERRORS as exc:
         _print_error(exc)
         return 1

@@ -9,7 +9,7 @@ import torch
 import gpt_download
 import gpt_model
 
-WEIGHTS_FORMATS = ("openai", "safetensors")
+WEIGHTS_FORMATS = ("openai", "safetensors", "pytorch")
 
 
 def is_test_mode(flag=False):
@@ -39,7 +39,8 @@ def build_model(model_size="gpt2-small (124M)", weights="pretrained", models_dir
     """Return (model, cfg): GPT-2 with OpenAI's weights, random weights, or the tiny offline model in test mode.
 
     weights_format: "openai" reads the chapter's TensorFlow checkpoint (download_and_load_gpt2); "safetensors"
-    reads Hugging Face's copy of the same weights, no TensorFlow needed. seed: when given, torch.manual_seed(seed)
+    reads Hugging Face's copy of the same weights; "pytorch" the book's own state_dict files (rasbt/gpt2-from-
+    scratch-pytorch: .pth, or its .safetensors twin when only that is in models_dir); neither needs TensorFlow. seed: when given, torch.manual_seed(seed)
     first, so random (and test-mode) weights are the same every time; None leaves seeding to the caller.
     model.base_weights says where the weights came from (None when they cannot be rebuilt: random, no seed), so
     save_classifier can store only what training changes.
@@ -63,17 +64,34 @@ def build_model(model_size="gpt2-small (124M)", weights="pretrained", models_dir
         print(f"TensorFlow does not import ({tf_error}), so OpenAI's checkpoint cannot be read; "
               "using the same weights from Hugging Face's model.safetensors instead.")
         weights_format = "safetensors"
-    load = (gpt_download.download_and_load_gpt2 if weights_format == "openai"
-            else gpt_download.download_and_load_gpt2_safetensors)
     size = gpt_model.model_size_to_download_name(model_size)
-    _settings, params = load(size, models_dir)
     model = gpt_model.GPTModel(cfg)
-    gpt_model.load_weights_into_gpt(model, params)
+    if weights_format == "pytorch":
+        _load_book_state_dict(model, size, models_dir)
+    else:
+        load = (gpt_download.download_and_load_gpt2 if weights_format == "openai"
+                else gpt_download.download_and_load_gpt2_safetensors)
+        _settings, params = load(size, models_dir)
+        gpt_model.load_weights_into_gpt(model, params)
     model.eval()
     model.base_weights = _base_record(model, kind="pretrained", model_size=size, weights_format=weights_format,
                                       models_dir=os.fspath(models_dir),
                                       files=_base_files(models_dir, size, weights_format))
     return model, cfg
+
+
+def _load_book_state_dict(model, size, models_dir):
+    """Load the book's PyTorch GPT-2 file into model: the .pth, or the .safetensors twin when only it is here."""
+    stem = Path(models_dir) / size / gpt_download.PYTORCH_FILES[size]
+    suffix = ".safetensors" if stem.with_suffix(".safetensors").is_file() and not stem.with_suffix(".pth").is_file() \
+        else ".pth"
+    state = gpt_download.download_and_load_gpt2_pytorch(size, models_dir, suffix=suffix)
+    wrong = sorted(k for k, v in model.state_dict().items() if k not in state or state[k].shape != v.shape)
+    if wrong:
+        raise gpt_download.CheckpointError(f"{stem}{suffix} does not hold GPT-2 {size}'s weights ({len(wrong)} "
+                                           f"missing or of another shape, e.g. {wrong[0]}); delete it and "
+                                           "download it again.")
+    model.load_state_dict(state, strict=False)  # extra entries (the chapter's att.mask buffers) are not weights
 
 
 # --- what identifies a model's base weights (for classifiers saved as only what training changed) ---
@@ -100,7 +118,9 @@ def _base_record(model, **identity):
 def _base_files(models_dir, size, weights_format):
     """{file name: {"size", "sha256"}} of the files the pretrained weights were read from."""
     folder = Path(models_dir) / size
-    names = gpt_download.GPT2_FILES if weights_format == "openai" else ("model.safetensors",)
+    names = {"openai": gpt_download.GPT2_FILES, "safetensors": ("model.safetensors",),
+             "pytorch": (gpt_download.PYTORCH_FILES[size] + ".pth", gpt_download.PYTORCH_FILES[size] + ".safetensors")
+             }[weights_format]
     return {name: {"size": (folder / name).stat().st_size, "sha256": gpt_download.file_sha256(folder / name)}
             for name in names if (folder / name).is_file()}
 

@@ -58,15 +58,19 @@ def predict(texts, model, tokenizer, device, max_length=None, label_names=("ham"
     return [(names[i] if i < len(names) else str(i), p) for i, p in zip(label_ids.tolist(), best.tolist())]
 
 
-def predict_from_checkpoint(checkpoint, texts, device="cpu", tokenizer=None, models_dir=None):
-    """One call from a saved classifier (file or output folder) to (label, probability) for each message."""
+def predict_from_checkpoint(checkpoint, texts, device="cpu", tokenizer=None, models_dir=None, *, max_length=None,
+                            label_names=None):
+    """One call from a saved classifier (file, output folder, or the chapter's state_dict) to (label, probability).
+
+    max_length and label_names replace the file's (a chapter state_dict's default: 120, "not spam"/"spam").
+    """
     device = resolve_device(device) if isinstance(device, str) else device
     model, info = load_classifier(checkpoint, device=device, models_dir=models_dir)
     if tokenizer is None:
         tokenizer = gpt_download.get_gpt2_tokenizer(models_dir)
     extra = info.get("extra") or {}
-    return predict(texts, model, tokenizer, device, max_length=info.get("max_length"),
-                   label_names=info.get("label_names") or ("ham", "spam"),
+    return predict(texts, model, tokenizer, device, max_length=max_length or info.get("max_length"),
+                   label_names=label_names or info.get("label_names") or ("ham", "spam"),
                    pad_token_id=extra.get("pad_token_id", 50256),
                    trainable_token_pos=extra.get("trainable_token_pos", "last"),
                    average_embeddings=bool(extra.get("average_embeddings", False)),

@@ -102,3 +102,73 @@ def test_cli_saves_small_checkpoints_unless_full_is_asked_for(tmp_path):
         a = checkpoints.load_classifier(tmp_path / "small")[0](ids)
         b = checkpoints.load_classifier(tmp_path / "full")[0](ids)
     assert torch.equal(a, b)
+
+
+# --- issue 15: the chapter's own files ---
+
+def _chapter_classifier(seed=3):
+    """A tiny chapter-shaped classifier as the book builds it: GPTModel, new 2-class head, a little training."""
+    torch.manual_seed(seed)
+    model = gpt_model.GPTModel(dict(gpt_model.TINY_CONFIG))
+    model.out_head = torch.nn.Linear(gpt_model.TINY_CONFIG["emb_dim"], 2)
+    return _perturb(model, only_trainable=False).eval()
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_the_chapters_plain_state_dict_predicts_like_the_model_that_saved_it(tmp_path, with_mask):
+    import gpt_download
+    import prediction
+    import train_classifier as tc
+
+    model = _chapter_classifier()
+    state = model.state_dict()
+    if with_mask:  # the chapter's MultiHeadAttention keeps its causal mask as a buffer
+        mask = torch.triu(torch.ones(1024, 1024), diagonal=1)
+        state = {**state, **{f"trf_blocks.{i}.att.mask": mask for i in range(2)}}
+    path = tmp_path / "review_classifier.pth"
+    torch.save(state, path)  # the chapter's torch.save(model.state_dict(), "review_classifier.pth")
+    tokenizer = gpt_download.get_gpt2_tokenizer()
+    texts = ["You are a winner you have been specially selected to receive $1000 cash", "Hey, dinner at 7?",
+             "Free entry: text WIN to 80086 now", "ok"]
+    expected = [tc.classify_review(t, model, tokenizer, "cpu", max_length=120) for t in texts]
+    results = prediction.predict_from_checkpoint(path, texts, tokenizer=tokenizer)
+    assert [label for label, _ in results] == expected
+    _, info = checkpoints.load_classifier(path)
+    assert info["label_names"] == ["not spam", "spam"] and info["max_length"] == 120
+    assert info["config"] == {**gpt_model.TINY_CONFIG, "drop_rate": 0.0}
+    renamed = prediction.predict_from_checkpoint(path, texts, tokenizer=tokenizer, label_names=["ham", "spam"],
+                                                 max_length=30)
+    assert {label for label, _ in renamed} <= {"ham", "spam"}
+
+
+def test_a_gpt2_small_shaped_state_dict_is_recognised(tmp_path):
+    cfg = {**gpt_model.get_model_config("124M"), "n_layers": 1}  # GPT-2 small's width, one block (small file)
+    model = gpt_model.GPTModel(cfg)
+    model.out_head = torch.nn.Linear(768, 2)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("tok_emb")}
+    state["tok_emb.weight"] = torch.zeros(50257, 768)
+    torch.save(state, tmp_path / "c.pth")
+    _, info = checkpoints.load_classifier(tmp_path / "c.pth")
+    assert info["config"]["n_heads"] == 12 and info["config"]["qkv_bias"] and info["num_classes"] == 2
+
+
+@pytest.mark.parametrize("state", [
+    {"weight": torch.zeros(3, 3)},  # not a GPT at all
+    {"tok_emb.weight": torch.zeros(10, 100), "pos_emb.weight": torch.zeros(8, 100),
+     "out_head.weight": torch.zeros(2, 100)},  # a GPT of no GPT-2 width
+])
+def test_a_state_dict_that_matches_no_gpt2_shape_is_one_line(tmp_path, state, capsys):
+    torch.save(state, tmp_path / "x.pth")
+    with pytest.raises(checkpoints.CheckpointError, match="no GPT-2") as error:
+        checkpoints.load_classifier(tmp_path / "x.pth")
+    assert "\n" not in str(error.value) and "found" in str(error.value)
+    assert cli.main(["predict", "--checkpoint", str(tmp_path / "x.pth"), "hello"]) == 1
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_predict_command_reads_the_chapters_file_with_labels_and_length(tmp_path, capsys):
+    torch.save(_chapter_classifier().state_dict(), tmp_path / "review_classifier.pth")
+    assert cli.main(["predict", "--checkpoint", str(tmp_path / "review_classifier.pth"), "--labels", "ham",
+                     "spam", "--max-length", "40", "--", "You won a prize"]) == 0
+    label, probability, message = capsys.readouterr().out.strip().split("\t")
+    assert label in ("ham", "spam") and 0.5 <= float(probability) <= 1 and message == "You won a prize"
