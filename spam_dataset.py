@@ -129,11 +129,6 @@ def find_local_sms_zip(data_dir="data"):
     return archive if archive.is_file() and _read_sms_member(archive) is not None else None
 
 
-def find_shared_sms_zip(data_dir="data"):
-    """Old name of find_local_sms_zip, kept until the notebooks call the new one (it no longer looks in ../shared)."""
-    return find_local_sms_zip(data_dir)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Reading files into a DataFrame with columns "Label", "Text"
 # ---------------------------------------------------------------------------------------------------------
