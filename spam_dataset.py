@@ -491,54 +491,66 @@ def _encode(tokenizer, text):
         return tokenizer.encode(text)
 
 
+def read_split(csv_file):
+    """A split written by prepare_spam_splits (a CSV path or a DataFrame) with integer labels and text; checked."""
+    if isinstance(csv_file, pd.DataFrame):
+        data, name = csv_file.reset_index(drop=True), "the DataFrame"
+    else:
+        name = str(csv_file)
+        try:
+            data = pd.read_csv(io.StringIO(_decode(_read_bytes(csv_file), name, None)))
+        except pd.errors.EmptyDataError:
+            raise DataError(f"data file {name} is empty; write it with prepare_spam_splits()") from None
+    missing = [c for c in ("Label", "Text") if c not in data.columns]
+    if missing:
+        raise DataError(f"{name} has no {' or '.join(repr(c) for c in missing)} column; columns found: "
+                        f"{list(data.columns)}; write it with prepare_spam_splits() (columns Label, Text)")
+    if len(data) == 0:
+        raise DataError(f"{name} has a header but no rows; the split is empty, so use more data")
+    data = _clean_rows(data, name)
+    if not pd.api.types.is_integer_dtype(data["Label"]):
+        numeric = pd.to_numeric(data["Label"], errors="coerce")
+        if numeric.isna().any() or (numeric % 1 != 0).any():
+            shown = sorted(set(map(str, data["Label"][numeric.isna() | (numeric % 1 != 0)])))[:5]
+            raise DataError(f"{name}: column 'Label' must hold integer class ids but holds {shown}; map the "
+                            f"names first, e.g. df['Label'] = df['Label'].map({{'ham': 0, 'spam': 1}})")
+        data = data.assign(Label=numeric.astype("int64"))
+    if (data["Label"] < 0).any():
+        raise DataError(f"{name}: column 'Label' holds negative class ids; use ids 0, 1, ... (one per class)")
+    return data.assign(Text=data["Text"].astype(str))
+
+
+def _count_truncated(encoded_texts, max_length, source):
+    """How many texts max_length cuts, said in a warning too (the chapter truncates silently; a user should know)."""
+    if int(max_length) < 1:
+        raise DataError(f"max_length must be at least 1, not {max_length}")
+    cut = sum(len(ids) > max_length for ids in encoded_texts)
+    if cut:
+        name = "the DataFrame" if isinstance(source, pd.DataFrame) else str(source)
+        warnings.warn(f"{name}: {cut} of {len(encoded_texts)} texts were longer than max_length={max_length} "
+                      "tokens and were truncated", DataWarning, stacklevel=3)
+    return cut
+
+
 class SpamDataset(Dataset):
     """The chapter's dataset: token ids of every text, truncated to and padded up to one max_length."""
 
     def __init__(self, csv_file, tokenizer, max_length=None, pad_token_id=50256, *, pad=True):
-        if isinstance(csv_file, pd.DataFrame):
-            data, name = csv_file.reset_index(drop=True), "the DataFrame"
-        else:
-            name = str(csv_file)
-            raw = _read_bytes(csv_file)
-            try:
-                data = pd.read_csv(io.StringIO(_decode(raw, name, None)))
-            except pd.errors.EmptyDataError:
-                raise DataError(f"data file {name} is empty; write it with prepare_spam_splits()") from None
-        missing = [c for c in ("Label", "Text") if c not in data.columns]
-        if missing:
-            raise DataError(f"{name} has no {' or '.join(repr(c) for c in missing)} column; columns found: "
-                            f"{list(data.columns)}; write it with prepare_spam_splits() (columns Label, Text)")
-        if len(data) == 0:
-            raise DataError(f"{name} has a header but no rows; the split is empty, so use more data")
-        data = _clean_rows(data, name)
-        if not pd.api.types.is_integer_dtype(data["Label"]):
-            numeric = pd.to_numeric(data["Label"], errors="coerce")
-            if numeric.isna().any() or (numeric % 1 != 0).any():
-                shown = sorted(set(map(str, data["Label"][numeric.isna() | (numeric % 1 != 0)])))[:5]
-                raise DataError(f"{name}: column 'Label' must hold integer class ids but holds {shown}; map the "
-                                f"names first, e.g. df['Label'] = df['Label'].map({{'ham': 0, 'spam': 1}})")
-            data = data.assign(Label=numeric.astype("int64"))
-        if (data["Label"] < 0).any():
-            raise DataError(f"{name}: column 'Label' holds negative class ids; use ids 0, 1, ... (one per class)")
-        if max_length is not None and int(max_length) < 1:
-            raise DataError(f"max_length must be at least 1, not {max_length}")
-        self.data = data
-        self.pad_token_id = pad_token_id
-        self.encoded_texts = [_encode(tokenizer, str(text)) for text in self.data["Text"]]
+        self.data = read_split(csv_file)  # a clear error for a missing, empty or malformed file
+        # Pre-tokenize texts
+        self.encoded_texts = [_encode(tokenizer, text) for text in self.data["Text"]]
         self.labels = [int(label) for label in self.data["Label"]]
+        self.pad_token_id = pad_token_id
+        self.num_truncated = 0
 
         if max_length is None:
             self.max_length = self._longest_encoded_length()
-            self.num_truncated = 0
         else:
             self.max_length = int(max_length)
-            self.num_truncated = sum(len(ids) > self.max_length for ids in self.encoded_texts)
+            self.num_truncated = _count_truncated(self.encoded_texts, self.max_length, csv_file)
             # Truncate sequences if they are longer than max_length
             self.encoded_texts = [encoded_text[:self.max_length] for encoded_text in self.encoded_texts]
-            if self.num_truncated:
-                warnings.warn(f"{name}: {self.num_truncated} of {len(self.encoded_texts)} texts were longer than "
-                              f"max_length={self.max_length} tokens and were truncated", DataWarning, stacklevel=2)
-        if pad:
+        if pad:  # pad=False (bonus: per-batch padding) leaves the padding to the collate function
             # Pad sequences to the longest sequence
             self.encoded_texts = [encoded_text + [pad_token_id] * (self.max_length - len(encoded_text))
                                   for encoded_text in self.encoded_texts]

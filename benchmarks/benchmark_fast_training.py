@@ -50,6 +50,7 @@ def setup(flexible, workdir, fast_optimizer=False):
     """
     import torch
 
+    import fast_trainer
     import gpt_download
     import gpt_model
     import spam_dataset
@@ -66,7 +67,7 @@ def setup(flexible, workdir, fast_optimizer=False):
     tc.replace_head_and_freeze(model, num_classes=2, trainable_layers="last_block")
     torch.manual_seed(SETTINGS["seed"])
     if fast_optimizer:
-        optimizer = tc.make_optimizer(model, lr=SETTINGS["lr"], weight_decay=SETTINGS["weight_decay"])
+        optimizer = fast_trainer.make_optimizer(model, lr=SETTINGS["lr"], weight_decay=SETTINGS["weight_decay"])
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=SETTINGS["lr"], weight_decay=SETTINGS["weight_decay"])
     return model, optimizer, loaders, tokenizer, splits
@@ -128,18 +129,18 @@ def run_chapter_sample(flexible, sample_steps, workdir):
 
 def run_fast(flexible, precision, workdir):
     """train_classifier_fast on the full job, then the three full accuracies from its cache."""
-    import train_classifier as tc
+    import fast_trainer
 
     model, optimizer, loaders, _, _ = setup(flexible, workdir, fast_optimizer=True)
     token = {"trainable_token_pos": "flexible" if flexible else "last", "pad_token_id": 50256}
     losses = []
     start = time.perf_counter()
-    result = tc.train_classifier_fast(model, loaders[0], loaders[1], optimizer, "cpu", SETTINGS["num_epochs"],
+    result = fast_trainer.train_classifier_fast(model, loaders[0], loaders[1], optimizer, "cpu", SETTINGS["num_epochs"],
                                       SETTINGS["eval_freq"], SETTINGS["eval_iter"], precision=precision,
                                       progress=lambda state: losses.append(state["loss"]), **token)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    accs = [tc.calc_accuracy_loader_fast(loader, model, "cpu", precision=precision, **token) for loader in loaders]
+    accs = [fast_trainer.calc_accuracy_loader_fast(loader, model, "cpu", precision=precision, **token) for loader in loaders]
     final_seconds = time.perf_counter() - start
     return {"losses": losses, "train_seconds": train_seconds, "final_seconds": final_seconds, "accs": accs,
             "val_losses": result[1], "peak_mb": peak_memory_mb(), "optimizer": optimizer_description(optimizer)}
@@ -156,6 +157,7 @@ def run_classify(n, workdir):
     """classify_review one message at a time against classify_reviews_fast, on n real messages."""
     import pandas as pd
 
+    import fast_trainer
     import train_classifier as tc
 
     model, _, loaders, tokenizer, splits = setup(False, workdir)
@@ -167,11 +169,11 @@ def run_classify(n, workdir):
     one_by_one = [tc.classify_review(t, model, tokenizer, "cpu", max_length=max_length) for t in texts]
     out["classify_review"] = time.perf_counter() - start
     start = time.perf_counter()
-    batched = tc.classify_reviews_fast(texts, model, tokenizer, "cpu", max_length=max_length)
+    batched = fast_trainer.classify_reviews_fast(texts, model, tokenizer, "cpu", max_length=max_length)
     out["classify_reviews_fast"] = time.perf_counter() - start
     out["same_answers"] = batched == one_by_one
     start = time.perf_counter()
-    tc.classify_reviews_fast(texts, model, tokenizer, "cpu", max_length=max_length, trainable_token_pos="flexible")
+    fast_trainer.classify_reviews_fast(texts, model, tokenizer, "cpu", max_length=max_length, trainable_token_pos="flexible")
     out["classify_reviews_fast_flexible"] = time.perf_counter() - start
     out["peak_mb"] = peak_memory_mb()
     return out

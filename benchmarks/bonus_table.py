@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import train_classifier  # after the sys.path line, so the script runs from anywhere
+import cli  # after the sys.path line, so the script runs from anywhere
 
 # The chapter's rows: (number, model, weights, token position, trainable layers, context length, flags).
 # Facts (row numbers and settings) from the chapter's bonus table; rows needing other GPT-2 sizes are marked.
@@ -85,16 +85,16 @@ def run_row(row, args, results_dir):
     """One train_classifier.py run for a table row; returns the numbers for its table line."""
     number, flags = row[0], row[6]
     out = results_dir / "runs" / f"row{number:02d}"
-    cli = ["--data-dir", str(results_dir / "data"), "--output-dir", str(out), "--num-epochs", str(args.num_epochs),
+    cli_args = ["--data-dir", str(results_dir / "data"), "--output-dir", str(out), "--num-epochs", str(args.num_epochs),
            "--lr", str(args.lr)]
     if args.data:
-        cli += ["--data", args.data]
+        cli_args += ["--data", args.data]
     if args.gpt2_small_random:
-        cli += ["--weights", "random", "--model-size", "gpt2-small (124M)"]
+        cli_args += ["--weights", "random", "--model-size", "gpt2-small (124M)"]
     else:
-        cli += ["--test-mode"]
+        cli_args += ["--test-mode"]
     start = time.time()
-    code = train_classifier.main(cli + flags)
+    code = cli.main(cli_args + flags)
     seconds = time.time() - start
     if code != 0:
         return {"row": number, "error": f"exit code {code}", "seconds": seconds}

@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import checkpoints
+import cli
+import fast_trainer
+import metrics
 import train_classifier as tc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,12 +40,12 @@ def quick_args(tmp_path, *extra, data="synthetic"):
 
 def assert_outputs_complete(out_dir):
     names = os.listdir(out_dir)
-    assert set(tc.OUTPUT_FILES) <= set(names)  # extra switches may add files (e.g. confusion_matrix.png)
+    assert {"classifier.pt", "metrics.json", "loss.png", "accuracy.png", "confusion_matrix.png"} <= set(names)
     assert not [n for n in names if n.endswith(".tmp") or n.startswith(".")]  # no temp files left
 
 
 def test_test_mode_end_to_end_on_synthetic_data(tmp_path, capsys):
-    assert tc.main(quick_args(tmp_path, "--num-epochs", "2", "--trainer", "simple")) == 0
+    assert cli.main(quick_args(tmp_path, "--num-epochs", "2", "--trainer", "simple")) == 0
     out = capsys.readouterr().out
     assert "SYNTHETIC" in out
     assert "Ep 1 (Step 000000): Train loss" in out and "Ep 2 (Step" in out
@@ -62,22 +66,21 @@ def test_test_mode_end_to_end_on_synthetic_data(tmp_path, capsys):
     assert settings["num_epochs"] == 2 and settings["lr"] == 5e-5 and settings["batch_size"] == 8
     for png in ("loss.png", "accuracy.png"):
         assert (out_dir / png).read_bytes()[:4] == b"\x89PNG"
-    model, info = tc.load_classifier(out_dir / "classifier.pt")
+    model, info = checkpoints.load_classifier(out_dir / "classifier.pt")
     assert info["label_names"] == ["ham", "spam"] and info["max_length"] == settings["max_length"]
     assert model.out_head.out_features == 2
 
 
 def test_default_trainer_runs_and_is_recorded(tmp_path, capsys):
-    assert tc.main(quick_args(tmp_path)) == 0
+    assert cli.main(quick_args(tmp_path)) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    expected = "fast" if hasattr(tc, "train_classifier_fast") else "simple"
-    assert metrics["settings"]["trainer"] == expected
+    assert metrics["settings"]["trainer"] == "fast"
 
 
 def test_environment_switch_means_test_mode(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TUTORIAL_TEST_MODE", "1")
     args = [a for a in quick_args(tmp_path, "--trainer", "simple") if a != "--test-mode"]
-    assert tc.main(args) == 0
+    assert cli.main(args) == 0
     settings = json.loads((tmp_path / "out" / "metrics.json").read_text())["settings"]
     assert settings["test_mode"] is True and settings["config"]["emb_dim"] == 32
 
@@ -87,20 +90,20 @@ def test_underscore_spellings_are_accepted(tmp_path, capsys):
             for a in quick_args(tmp_path, "--trainer", "simple")]
     args += ["--batch_size=4"]
     assert "--num_epochs" in args and "--output_dir" in args
-    assert tc.main(args) == 0
+    assert cli.main(args) == 0
     settings = json.loads((tmp_path / "out" / "metrics.json").read_text())["settings"]
     assert settings["batch_size"] == 4 and settings["num_epochs"] == 1
 
 
 def test_normalise_flag_spelling_leaves_values_alone():
     argv = ["--num_epochs", "3", "--data=my_file.csv", "--text_column", "sms_text", "--", "--not_a_flag"]
-    assert tc.normalise_flag_spelling(argv) == ["--num-epochs", "3", "--data=my_file.csv", "--text-column",
+    assert cli.normalise_flag_spelling(argv) == ["--num-epochs", "3", "--data=my_file.csv", "--text-column",
                                                 "sms_text", "--", "--not_a_flag"]
 
 
 @pytest.mark.skipif(not SHARED_ZIP.exists(), reason=f"the real SMS data is not at {SHARED_ZIP}")
 def test_test_mode_on_the_real_shared_zip(tmp_path, capsys):
-    assert tc.main(quick_args(tmp_path, "--eval-freq", "50", data=SHARED_ZIP)) == 0
+    assert cli.main(quick_args(tmp_path, "--eval-freq", "50", data=SHARED_ZIP)) == 0
     out = capsys.readouterr().out
     assert "1045/149/300" in out
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -126,7 +129,7 @@ def assert_one_line_error(capsys, *words):
 
 def test_missing_data_file_is_one_line(tmp_path, capsys):
     missing = tmp_path / "nope.csv"
-    assert tc.main(quick_args(tmp_path, data=missing)) == 1
+    assert cli.main(quick_args(tmp_path, data=missing)) == 1
     assert_one_line_error(capsys, "nope.csv")
     assert not (tmp_path / "out").exists()
 
@@ -134,25 +137,25 @@ def test_missing_data_file_is_one_line(tmp_path, capsys):
 def test_empty_data_file_is_one_line(tmp_path, capsys):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    assert tc.main(quick_args(tmp_path, data=empty)) == 1
+    assert cli.main(quick_args(tmp_path, data=empty)) == 1
     assert_one_line_error(capsys, "empty.csv")
 
 
 def test_bad_numbers_are_one_line(tmp_path, capsys):
-    assert tc.main(quick_args(tmp_path, "--num-epochs", "0")) == 1
+    assert cli.main(quick_args(tmp_path, "--num-epochs", "0")) == 1
     assert_one_line_error(capsys, "--num-epochs")
-    assert tc.main(quick_args(tmp_path, "--batch-size", "100000")) == 1
+    assert cli.main(quick_args(tmp_path, "--batch-size", "100000")) == 1
     assert_one_line_error(capsys, "batch")
 
 
 def test_debug_shows_the_exception(tmp_path):
     with pytest.raises(FileNotFoundError):
-        tc.main(quick_args(tmp_path, "--debug", data=tmp_path / "nope.csv"))
+        cli.main(quick_args(tmp_path, "--debug", data=tmp_path / "nope.csv"))
 
 
 def test_unknown_flag_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        tc.main(["--no-such-flag"])
+        cli.main(["--no-such-flag"])
     assert exc.value.code == 2
 
 
@@ -176,9 +179,9 @@ def interrupt(*args, **kwargs):
 
 
 def test_ctrl_c_during_training_writes_nothing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(tc, "train_classifier_simple", interrupt)
-    monkeypatch.setattr(tc, "train_classifier_fast", interrupt, raising=False)
-    assert tc.main(quick_args(tmp_path)) == 130
+    monkeypatch.setattr(cli, "train_classifier_simple", interrupt)
+    monkeypatch.setattr(cli, "train_classifier_fast", interrupt, raising=False)
+    assert cli.main(quick_args(tmp_path)) == 130
     assert "Interrupted" in capsys.readouterr().err
     out_dir = tmp_path / "out"
     assert not out_dir.exists() or os.listdir(out_dir) == []
@@ -197,8 +200,8 @@ def test_ctrl_c_while_writing_outputs_keeps_old_files_and_no_temp_files(tmp_path
         return original(*args, **kwargs)
 
     original = tc.plot_values
-    monkeypatch.setattr(tc, "plot_values", plot_then_interrupt)
-    assert tc.main(quick_args(tmp_path, "--trainer", "simple")) == 130
+    monkeypatch.setattr(cli, "plot_values", plot_then_interrupt)
+    assert cli.main(quick_args(tmp_path, "--trainer", "simple")) == 130
     assert os.listdir(out_dir) == ["metrics.json"]
     assert (out_dir / "metrics.json").read_text() == '{"old": true}'
 
@@ -207,19 +210,19 @@ def test_one_place_picks_the_fast_trainer_unless_a_switch_needs_the_chapters_loo
     import gpt_model
 
     def choose(*flags, cfg=gpt_model.TINY_CONFIG):
-        args = tc.build_arg_parser().parse_args(list(flags))
+        args = cli.build_arg_parser().parse_args(list(flags))
         torch.manual_seed(123)
-        model = tc._setup_classifier(gpt_model.GPTModel(dict(cfg)), args, 2)
-        return tc._choose_trainer(args, model), capsys.readouterr().out
+        model = cli._setup_classifier(gpt_model.GPTModel(dict(cfg)), args, 2)
+        return cli._choose_trainer(args, model), capsys.readouterr().out
 
     assert choose() == ("fast", "")
     assert choose("--trainable-token-pos", "flexible") == ("fast", "")
     assert choose("--trainer", "simple") == ("simple", "")
-    for flags, why in ((["--accumulation-steps", "4"], "does not implement --accumulation-steps"),
-                       (["--average-embeddings"], "does not implement --average-embeddings"),
-                       (["--ignore-index", "1"], "does not implement --ignore-index"),
+    for flags, why in ((["--accumulation-steps", "4"], "does not implement accumulation_steps"),
+                       (["--average-embeddings"], "does not implement average_embeddings"),
+                       (["--ignore-index", "1"], "does not implement ignore_index"),
                        (["--ignore-index", "50256"], None),  # no label is 50256: the chapter's loss
-                       (["--trainable-layers", "lora"], "does not implement --trainable-layers lora"),
+                       (["--trainable-layers", "lora"], "first transformer block trains"),
                        (["--trainable-layers", "all"], "embeddings are trainable")):
         trainer, out = choose(*flags)
         assert trainer == ("fast" if why is None else "simple"), flags
@@ -230,49 +233,31 @@ def test_one_place_picks_the_fast_trainer_unless_a_switch_needs_the_chapters_loo
     assert trainer == "simple" and "--precision bf16 applies to the fast trainer only" in out
 
 
-def test_fast_run_takes_its_final_accuracies_from_the_cache(tmp_path, monkeypatch, capsys):
-    checked = []
-    fast_accuracy, chapter_accuracy = tc.calc_accuracy_loader_fast, tc.calc_accuracy_loader
+def test_fast_run_takes_its_final_metrics_from_the_cache(tmp_path, monkeypatch, capsys):
+    checked, optimizers = [], []
+    fast_predict, make_optimizer = fast_trainer.predict_labels_fast, fast_trainer.make_optimizer
 
     def compare(loader, model, device, **kwargs):
-        fast = fast_accuracy(loader, model, device, **kwargs)
-        kwargs.pop("precision")
-        checked.append((fast, chapter_accuracy(loader, model, device, **kwargs)))
+        fast = fast_predict(loader, model, device, **kwargs)
+        full = metrics.predict_labels(model, loader, device, trainable_token_pos=kwargs["trainable_token_pos"])
+        checked.append((fast, full, tc.calc_accuracy_loader(loader, model, device)))
         return fast
 
-    monkeypatch.setattr(tc, "calc_accuracy_loader_fast", compare)
-    assert tc.main(quick_args(tmp_path)) == 0
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["settings"]["trainer"] == "fast"
-    assert [fast for fast, _ in checked] == [metrics[f"{s}_accuracy"] for s in ("train", "val", "test")]
-    assert all(fast == chapter for fast, chapter in checked)  # the same numbers as the chapter's function
-    assert tc.main(quick_args(tmp_path, "--trainer", "simple")) == 0
-    assert len(checked) == 3  # the chapter's loop keeps the chapter's calc_accuracy_loader
-
-
-def test_fast_run_takes_its_confusion_matrices_from_the_cache(tmp_path, monkeypatch, capsys):
-    checked, fast_run = [], [True]
-    metrics_fn, optimizers = tc.classification_metrics, []
-
-    def compare(model, loader, device, num_classes, **kwargs):
-        assert kwargs["fast"] is fast_run[0]  # the fast run asks for the cache, the chapter's loop does not
-        got = metrics_fn(model, loader, device, num_classes, **kwargs)
-        checked.append((got, metrics_fn(model, loader, device, num_classes, **{**kwargs, "fast": False})))
-        return got
-
-    monkeypatch.setattr(tc, "classification_metrics", compare)
-    make_optimizer = tc.make_optimizer
-    monkeypatch.setattr(tc, "make_optimizer", lambda *a, **k: optimizers.append(make_optimizer(*a, **k)) or
+    monkeypatch.setattr(cli, "predict_labels_fast", compare)
+    monkeypatch.setattr(cli, "make_optimizer", lambda *a, **k: optimizers.append(make_optimizer(*a, **k)) or
                         optimizers[-1])
-    assert tc.main(quick_args(tmp_path)) == 0
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["settings"]["trainer"] == "fast" and len(optimizers) == 1  # the fast run's optimizer
-    assert [fast["confusion_matrix"] for fast, _ in checked] == [
-        metrics["classification_metrics"][split]["confusion_matrix"] for split in ("validation", "test")]
-    assert all(fast == full for fast, full in checked)  # the whole model's numbers
-    fast_run[0] = False
-    assert tc.main(quick_args(tmp_path, "--trainer", "simple")) == 0
-    assert len(optimizers) == 1 and len(checked) == 4  # the chapter's loop: the chapter's optimizer and metrics
+    assert cli.main(quick_args(tmp_path)) == 0
+    result = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert result["settings"]["trainer"] == "fast" and len(optimizers) == 1  # the fast run's optimizer
+    assert len(checked) == 3  # train, validation and test, each predicted once
+    for (fast, full, chapter_accuracy), split in zip(checked, ("train", "val", "test")):
+        # the whole model's predictions (the training loader shuffles: compare counts, not order)
+        assert metrics.classification_metrics(*fast) == metrics.classification_metrics(*full)
+        assert result[f"{split}_accuracy"] == pytest.approx(chapter_accuracy)  # the chapter's accuracy
+    assert [metrics.classification_metrics(*fast)["confusion_matrix"] for fast, _, _ in checked[1:]] == [
+        result["classification_metrics"][split]["confusion_matrix"] for split in ("validation", "test")]
+    assert cli.main(quick_args(tmp_path, "--trainer", "simple")) == 0
+    assert len(checked) == 3 and len(optimizers) == 1  # the chapter's loop: the chapter's optimizer, full model
 
 
 def test_flexible_pads_each_batch_only_to_its_longest_message(tmp_path, monkeypatch, capsys):
@@ -289,15 +274,15 @@ def test_flexible_pads_each_batch_only_to_its_longest_message(tmp_path, monkeypa
     runs = {}
     for trainer in ("fast", "simple"):
         out = tmp_path / trainer
-        assert tc.main(quick_args(tmp_path, "--trainable-token-pos", "flexible", "--trainer", trainer,
+        assert cli.main(quick_args(tmp_path, "--trainable-token-pos", "flexible", "--trainer", trainer,
                                   "--output-dir", str(out))) == 0
         runs[trainer] = json.loads((out / "metrics.json").read_text())
         assert runs[trainer]["settings"]["trainer"] == trainer
         assert runs[trainer]["settings"]["per_batch_padding"] is True
     # the chapter's padding for comparison: per-batch padding changes no number, only the work
-    options = tc._loader_options
-    monkeypatch.setattr(tc, "_loader_options", lambda args, cfg: {**options(args, cfg), "per_batch_padding": False})
-    assert tc.main(quick_args(tmp_path, "--trainable-token-pos", "flexible", "--trainer", "simple",
+    options = cli._loader_options
+    monkeypatch.setattr(cli, "_loader_options", lambda args, cfg: {**options(args, cfg), "per_batch_padding": False})
+    assert cli.main(quick_args(tmp_path, "--trainable-token-pos", "flexible", "--trainer", "simple",
                               "--output-dir", str(tmp_path / "padded"))) == 0
     padded = json.loads((tmp_path / "padded" / "metrics.json").read_text())
     assert padding == [True, True, False]
@@ -306,31 +291,31 @@ def test_flexible_pads_each_batch_only_to_its_longest_message(tmp_path, monkeypa
         assert run["train_losses"] == pytest.approx(padded["train_losses"], rel=1e-4)
         assert [run[k] for k in ("train_accuracy", "val_accuracy", "test_accuracy")] == \
             [padded[k] for k in ("train_accuracy", "val_accuracy", "test_accuracy")]
-    monkeypatch.setattr(tc, "_loader_options", options)
-    assert tc.main(quick_args(tmp_path, "--trainable-token-pos", "flexible", "--disable-causal-mask")) == 0
+    monkeypatch.setattr(cli, "_loader_options", options)
+    assert cli.main(quick_args(tmp_path, "--trainable-token-pos", "flexible", "--disable-causal-mask")) == 0
     assert padding[-1] is False  # without the causal mask real tokens would see the padding
 
 
 def test_precision_flag_reaches_the_fast_trainer(tmp_path, monkeypatch, capsys):
     precisions = []
-    original = tc.train_classifier_fast
+    original = fast_trainer.train_classifier_fast
 
     def record(*args, **kwargs):
         precisions.append(kwargs["precision"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(tc, "train_classifier_fast", record)
-    assert tc.main(quick_args(tmp_path, "--precision", "bf16")) == 0
+    monkeypatch.setattr(cli, "train_classifier_fast", record)
+    assert cli.main(quick_args(tmp_path, "--precision", "bf16")) == 0
     settings = json.loads((tmp_path / "out" / "metrics.json").read_text())["settings"]
     assert precisions == ["bf16"] and settings["precision"] == "bf16" and settings["trainer"] == "fast"
-    assert tc.main(quick_args(tmp_path)) == 0
+    assert cli.main(quick_args(tmp_path)) == 0
     assert precisions == ["bf16", "fp32"]  # fp32 by default
     capsys.readouterr()
-    assert tc.main(quick_args(tmp_path, "--precision", "bf16", "--trainer", "simple")) == 0
+    assert cli.main(quick_args(tmp_path, "--precision", "bf16", "--trainer", "simple")) == 0
     assert precisions == ["bf16", "fp32"]
     assert "--precision bf16 applies to the fast trainer only" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
-        tc.main(quick_args(tmp_path, "--precision", "fp16"))
+        cli.main(quick_args(tmp_path, "--precision", "fp16"))
     assert exc.value.code == 2
 
 
@@ -347,14 +332,14 @@ def test_failed_download_bad_size_and_missing_gpu_are_one_line(tmp_path, monkeyp
     monkeypatch.setattr(gpt_download, "tensorflow_import_error", lambda: None)  # no slow TensorFlow import
     monkeypatch.delenv("TUTORIAL_TEST_MODE", raising=False)
     args = [a for a in quick_args(tmp_path) if a != "--test-mode"]
-    assert tc.main(args + ["--models-dir", str(tmp_path / "gpt2")]) == 1
+    assert cli.main(args + ["--models-dir", str(tmp_path / "gpt2")]) == 1
     assert_one_line_error(capsys, "could not download GPT-2 124M")
-    assert tc.main(args + ["--models-dir", str(tmp_path / "gpt2"), "--weights_format", "safetensors"]) == 1
+    assert cli.main(args + ["--models-dir", str(tmp_path / "gpt2"), "--weights_format", "safetensors"]) == 1
     assert_one_line_error(capsys, "could not download GPT-2 124M model.safetensors")
-    assert tc.main(quick_args(tmp_path, "--model-size", "gpt2-huge")) == 1
+    assert cli.main(quick_args(tmp_path, "--model-size", "gpt2-huge")) == 1
     assert_one_line_error(capsys, "gpt2-huge")
     if not torch.cuda.is_available():
-        assert tc.main(quick_args(tmp_path, "--device", "cuda")) == 1
+        assert cli.main(quick_args(tmp_path, "--device", "cuda")) == 1
         assert_one_line_error(capsys, "CUDA")
     assert not (tmp_path / "out").exists()
 
@@ -368,9 +353,9 @@ def test_own_csv_with_named_columns_and_encoding(tmp_path, capsys):
     csv.write_bytes("\n".join(rows).encode("latin-1"))
     args = quick_args(tmp_path, "--text-column", "sms", "--label-column", "category", "--encoding", "latin-1",
                       "--batch-size", "4", data=csv)
-    assert tc.main(args) == 0
+    assert cli.main(args) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["settings"]["label_names"] == ["ham", "spam"]
     assert metrics["settings"]["text_column"] == "sms" and metrics["settings"]["encoding"] == "latin-1"
-    _, info = tc.load_classifier(tmp_path / "out")
+    _, info = checkpoints.load_classifier(tmp_path / "out")
     assert info["label_names"] == ["ham", "spam"]

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
+import checkpoints
+import cli
+import distributed
+import experiments
+import fast_trainer
 import gpt_model
+import metrics
+import prediction
 import train_classifier as tc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +47,7 @@ class FixedLogits(torch.nn.Module):
 def test_lora_layer_starts_as_identity_update_and_is_scaled_by_alpha_over_rank():
     torch.manual_seed(0)
     linear = torch.nn.Linear(6, 4)
-    wrapped = tc.LinearWithLoRA(linear, rank=2, alpha=8)
+    wrapped = experiments.LinearWithLoRA(linear, rank=2, alpha=8)
     x = torch.randn(3, 6)
     assert torch.equal(wrapped(x), linear(x))  # B = 0: fine-tuning starts from the pretrained function
     assert wrapped.lora.A.shape == (6, 2) and wrapped.lora.B.shape == (2, 4)
@@ -57,19 +64,19 @@ def test_apply_lora_wraps_every_linear_and_trains_only_lora():
     n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
     ids = torch.randint(0, 50257, (2, 7))
     before = model(ids)
-    tc.apply_lora(model, rank=4, alpha=8)
-    wrapped = [m for m in model.modules() if isinstance(m, tc.LinearWithLoRA)]
+    experiments.apply_lora(model, rank=4, alpha=8)
+    wrapped = [m for m in model.modules() if isinstance(m, experiments.LinearWithLoRA)]
     assert len(wrapped) == n_linear == 2 * 6 + 1  # 4 attention + 2 feed-forward per block, and out_head
-    assert isinstance(model.out_head, tc.LinearWithLoRA)
+    assert isinstance(model.out_head, experiments.LinearWithLoRA)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.endswith(("lora.A", "lora.B")) for n in trainable)
     assert len(trainable) == 2 * n_linear
     assert torch.allclose(model(ids), before)  # unchanged until trained
-    assert tc.lora_settings(model) == {"lora_rank": 4, "lora_alpha": 8.0}
-    trainable_count, total = tc.count_trainable_parameters(model)
+    assert experiments.lora_settings(model) == {"lora_rank": 4, "lora_alpha": 8.0}
+    trainable_count, total = experiments.count_trainable_parameters(model)
     assert 0 < trainable_count < total / 10
-    tc.apply_lora(model, rank=4, alpha=8)  # applying twice must not wrap twice
-    assert sum(isinstance(m, tc.LinearWithLoRA) for m in model.modules()) == n_linear
+    experiments.apply_lora(model, rank=4, alpha=8)  # applying twice must not wrap twice
+    assert sum(isinstance(m, experiments.LinearWithLoRA) for m in model.modules()) == n_linear
 
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
@@ -82,24 +89,24 @@ def test_apply_lora_wraps_every_linear_and_trains_only_lora():
 
 def test_apply_lora_rejects_a_zero_rank():
     with pytest.raises(ValueError, match="rank"):
-        tc.apply_lora(tiny_classifier(), rank=0, alpha=1)
+        experiments.apply_lora(tiny_classifier(), rank=0, alpha=1)
 
 
 def test_lora_classifier_saves_and_loads_with_the_same_logits(tmp_path):
-    model = tc.apply_lora(tiny_classifier(), rank=2, alpha=4)
+    model = experiments.apply_lora(tiny_classifier(), rank=2, alpha=4)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, tc.LoRALayer):
+            if isinstance(m, experiments.LoRALayer):
                 m.B.normal_()  # a "trained" update, so a load that dropped it would show
     path = tmp_path / "classifier.pt"
-    tc.save_classifier(path, model, gpt_model.TINY_CONFIG, label_names=("ham", "spam"), max_length=9,
-                       trainable_layers="lora", extra=tc.lora_settings(model))
-    loaded, info = tc.load_classifier(tmp_path)
-    assert tc.lora_settings(loaded) == {"lora_rank": 2, "lora_alpha": 4.0}
+    checkpoints.save_classifier(path, model, gpt_model.TINY_CONFIG, label_names=("ham", "spam"), max_length=9,
+                       trainable_layers="lora", extra=experiments.lora_settings(model))
+    loaded, info = checkpoints.load_classifier(tmp_path)
+    assert experiments.lora_settings(loaded) == {"lora_rank": 2, "lora_alpha": 4.0}
     ids = torch.randint(0, 50257, (3, 9))
     assert torch.allclose(loaded(ids), model(ids), atol=1e-6)
     # rebuilding from the extras by hand (a learner's own model) gives the same layers
-    rebuilt = tc.rebuild_classifier_switches(tiny_classifier(), info)
+    rebuilt = experiments.rebuild_classifier_switches(tiny_classifier(), info)
     rebuilt.load_state_dict(torch.load(path, weights_only=True)["model_state_dict"])
     assert torch.allclose(rebuilt(ids), model(ids), atol=1e-6)
 
@@ -108,7 +115,7 @@ def test_lora_classifier_saves_and_loads_with_the_same_logits(tmp_path):
 
 def test_metrics_from_a_known_confusion_matrix():
     # 10 ham: 8 right, 2 called spam; 5 spam: 4 right, 1 missed
-    m = tc.metrics_from_confusion_matrix([[8, 2], [1, 4]])
+    m = metrics.metrics_from_confusion_matrix([[8, 2], [1, 4]])
     assert m["accuracy"] == pytest.approx(12 / 15)
     assert m["precision"] == pytest.approx(4 / 6)
     assert m["recall"] == pytest.approx(4 / 5)
@@ -124,7 +131,7 @@ def test_classification_metrics_counts_every_example_and_handles_three_classes()
     ids = torch.tensor([[0], [1], [2], [3], [4], [5], [7]])  # predictions 0 1 2 0 1 2 1
     targets = torch.tensor([0, 1, 2, 1, 1, 0, 2])
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ids, targets), batch_size=3)
-    m = tc.classification_metrics(model, loader, "cpu", num_classes=3)
+    m = metrics.classification_metrics(*metrics.predict_labels(model, loader, "cpu"), num_classes=3)
     assert m["confusion_matrix"] == [[1, 0, 1], [1, 2, 0], [0, 1, 1]]
     assert m["accuracy"] == pytest.approx(4 / 7)
     assert "precision" not in m  # per class only when there are more than two
@@ -132,7 +139,7 @@ def test_classification_metrics_counts_every_example_and_handles_three_classes()
     assert m["per_class"][2]["recall"] == pytest.approx(1 / 2)
     assert m["macro_f1"] == pytest.approx(sum(p["f1"] for p in m["per_class"]) / 3)
     json.dumps(m)  # goes into metrics.json as is
-    assert tc.classification_metrics(model, loader, "cpu", num_classes=3, num_batches=1)["num_examples"] == 3
+    assert len(metrics.predict_labels(model, loader, "cpu", num_batches=1)[0]) == 3
 
 
 def test_classification_metrics_reads_the_chosen_token_position():
@@ -142,22 +149,23 @@ def test_classification_metrics_reads_the_chosen_token_position():
     model = FixedLogits(table.tolist())
     ids = torch.tensor([[5, pad, pad], [7, 5, pad]])
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ids, torch.tensor([1, 1])), batch_size=2)
-    assert tc.classification_metrics(model, loader, "cpu")["recall"] == 0.0  # the last position is a pad
-    assert tc.classification_metrics(model, loader, "cpu", trainable_token_pos="first")["confusion_matrix"] == \
+    def matrix(**token):
+        return metrics.classification_metrics(*metrics.predict_labels(model, loader, "cpu", **token))
+
+    assert matrix()["recall"] == 0.0  # the last position is a pad
+    assert matrix(trainable_token_pos="first")["confusion_matrix"] == \
         [[0, 0], [1, 1]]
-    assert tc.classification_metrics(model, loader, "cpu", trainable_token_pos="flexible")["recall"] == 1.0
+    assert matrix(trainable_token_pos="flexible")["recall"] == 1.0
     # mean over the real tokens only (pads left out): [0, 1] and ([0, 0] + [0, 1]) / 2
-    logits = tc.classification_logits(model, ids, average_embeddings=True)
+    logits = tc.select_token_logits(model(ids), ids, average_embeddings=True)
     assert torch.allclose(logits, torch.tensor([[0.0, 1.0], [0.0, 0.5]]))
 
 
 def test_confusion_matrix_plot_and_table(tmp_path):
-    m = tc.metrics_from_confusion_matrix([[8, 2], [1, 4]])
-    fig = tc.plot_confusion_matrix(m["confusion_matrix"], ["ham", "spam"], save_path=tmp_path / "cm.png")
-    assert (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"
+    m = metrics.metrics_from_confusion_matrix([[8, 2], [1, 4]])
+    fig = metrics.plot_confusion_matrix(m["confusion_matrix"], ["ham", "spam"])
     assert [t.get_text() for t in fig.axes[0].texts] == ["8", "2", "1", "4"]
-    assert [p.name for p in tmp_path.iterdir()] == ["cm.png"]  # no temp file left behind
-    table = tc.format_metrics_table({"validation": m, "test": m}, ["ham", "spam"])
+    table = metrics.format_metrics_table({"validation": m, "test": m}, ["ham", "spam"])
     assert "66.67%" in table and "80.00%" in table and table.count("confusion matrix") == 2
 
 
@@ -173,7 +181,7 @@ def tokenizer():
 def test_predict_agrees_with_classify_review(tokenizer):
     model = tiny_classifier(seed=1)
     texts = ["You are a winner! Claim your prize now", "See you at lunch?", "", "<|endoftext|> hi"]
-    results = tc.predict(texts, model, tokenizer, "cpu", max_length=16, label_names=["ham", "spam"])
+    results = prediction.predict(texts, model, tokenizer, "cpu", max_length=16, label_names=["ham", "spam"])
     assert len(results) == 4
     for text, (label, prob) in zip(texts, results):
         assert 0.5 <= prob <= 1.0
@@ -181,15 +189,15 @@ def test_predict_agrees_with_classify_review(tokenizer):
         if expected is not None:
             assert label == {"spam": "spam", "not spam": "ham"}[expected]
     # one message alone gives the same answer as inside a batch
-    assert tc.predict(texts[1], model, tokenizer, "cpu", max_length=16)[0][1] == pytest.approx(results[1][1])
-    unpadded = tc.predict(texts[:2], model, tokenizer, "cpu")
+    assert prediction.predict(texts[1], model, tokenizer, "cpu", max_length=16)[0][1] == pytest.approx(results[1][1])
+    unpadded = prediction.predict(texts[:2], model, tokenizer, "cpu")
     assert len(unpadded) == 2 and all(0.5 <= p <= 1 for _, p in unpadded)
 
 
 class PlainTokenizer:
     """A tokenizer without tiktoken's disallowed_special switch: one token per character."""
 
-    def encode(self, text):
+    def encode(self, text, **kwargs):
         return [ord(c) % 1000 for c in text]
 
 
@@ -198,18 +206,18 @@ def test_classify_review_predict_and_classify_reviews_fast_encode_alike():
     texts = ["win a prize now", "lunch?", "x" * 40, "<|endoftext|> is text here"]
     for max_length in (8, 16, None):
         one_by_one = [tc.classify_review(t, model, PlainTokenizer(), "cpu", max_length) for t in texts]
-        batched = tc.classify_reviews_fast(texts, model, PlainTokenizer(), "cpu", max_length, batch_size=3)
-        predicted = tc.predict(texts, model, PlainTokenizer(), "cpu", max_length,
+        batched = fast_trainer.classify_reviews_fast(texts, model, PlainTokenizer(), "cpu", max_length, batch_size=3)
+        predicted = prediction.predict(texts, model, PlainTokenizer(), "cpu", max_length,
                                label_names=("not spam", "spam"))  # no TypeError: the same fallback
         assert batched == one_by_one == [label for label, _ in predicted], max_length
     # truncated to min(max_length, context_length), padded to it when max_length is given
-    assert tc._encode_for_classifier("abcdef", PlainTokenizer(), 4) == [97, 98, 99, 100]
-    assert tc._encode_for_classifier("ab", PlainTokenizer(), 1024, max_length=4, pad_token_id=7) == [97, 98, 7, 7]
-    assert tc._encode_for_classifier("abcdef", PlainTokenizer(), 3, max_length=5) == [97, 98, 99]
+    assert prediction.encode_for_classifier("abcdef", PlainTokenizer(), 4) == [97, 98, 99, 100]
+    assert prediction.encode_for_classifier("ab", PlainTokenizer(), 1024, max_length=4, pad_token_id=7) == [97, 98, 7, 7]
+    assert prediction.encode_for_classifier("abcdef", PlainTokenizer(), 3, max_length=5) == [97, 98, 99]
 
 
 def _save_tiny(path, model, label_names=("ham", "spam"), **extra):
-    tc.save_classifier(path, model, gpt_model.TINY_CONFIG, label_names=label_names, max_length=12,
+    checkpoints.save_classifier(path, model, gpt_model.TINY_CONFIG, label_names=label_names, max_length=12,
                        extra=extra or None)
 
 
@@ -217,14 +225,14 @@ def test_predict_from_checkpoint_folder_or_file(tmp_path, tokenizer):
     model = tiny_classifier(seed=2, num_classes=3)
     _save_tiny(tmp_path / "classifier.pt", model, ("a", "b", "c"), trainable_token_pos="first")
     texts = ["hello there", "free entry in a weekly competition"]
-    expected = tc.predict(texts, model, tokenizer, "cpu", max_length=12, label_names=("a", "b", "c"),
+    expected = prediction.predict(texts, model, tokenizer, "cpu", max_length=12, label_names=("a", "b", "c"),
                           trainable_token_pos="first")
     for where in (tmp_path, tmp_path / "classifier.pt", str(tmp_path)):
-        got = tc.predict_from_checkpoint(where, texts, tokenizer=tokenizer)
+        got = prediction.predict_from_checkpoint(where, texts, tokenizer=tokenizer)
         assert [g[0] for g in got] == [e[0] for e in expected]
         assert [g[1] for g in got] == pytest.approx([e[1] for e in expected], abs=1e-6)
     with pytest.raises(FileNotFoundError, match="classifier"):
-        tc.predict_from_checkpoint(tmp_path / "nowhere", texts)
+        prediction.predict_from_checkpoint(tmp_path / "nowhere", texts)
 
 
 def test_predict_command_line(tmp_path, capsys):
@@ -232,22 +240,22 @@ def test_predict_command_line(tmp_path, capsys):
     _save_tiny(tmp_path / "classifier.pt", model)
     messages = tmp_path / "messages.txt"
     messages.write_text("first message\n\nsecond one\n", encoding="utf-8")
-    assert tc.predict_main(["--checkpoint", str(tmp_path), "quoted message", "--file", str(messages)]) == 0
+    assert cli.predict_main(["--checkpoint", str(tmp_path), "quoted message", "--file", str(messages)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[2] for line in lines] == ["quoted message", "first message", "second one"]
     assert all(line.split("\t")[0] in ("ham", "spam") and 0.5 <= float(line.split("\t")[1]) <= 1 for line in lines)
-    assert tc.predict_main(["--checkpoint", str(tmp_path / "missing"), "hi"]) == 1
+    assert cli.predict_main(["--checkpoint", str(tmp_path / "missing"), "hi"]) == 1
     assert "classifier" in capsys.readouterr().err
-    assert tc.predict_main(["--checkpoint", str(tmp_path)]) == 1
-    assert tc.main(["predict", "--checkpoint", str(tmp_path), "via main"]) == 0  # the CLI's subcommand
+    assert cli.predict_main(["--checkpoint", str(tmp_path)]) == 1
+    assert cli.main(["predict", "--checkpoint", str(tmp_path), "via main"]) == 0  # the CLI's subcommand
     assert capsys.readouterr().out.strip().endswith("\tvia main")
 
 
 # --- the bonus switches, from Python ---
 
 def test_replace_head_and_freeze_lora_from_python():
-    model = tc.replace_head_and_freeze(tiny_classifier(), 3, "lora", lora_rank=2, lora_alpha=2)
-    assert model.out_head.out_features == 3 and isinstance(model.out_head, tc.LinearWithLoRA)
+    model = experiments.setup_classifier(tiny_classifier(), 3, "lora", lora_rank=2, lora_alpha=2)
+    assert model.out_head.out_features == 3 and isinstance(model.out_head, experiments.LinearWithLoRA)
     assert {n.rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad} == {"A", "B"}
 
 
@@ -289,7 +297,7 @@ def test_disable_causal_mask_switches_every_attention_layer():
     model = tiny_classifier()
     ids = torch.randint(0, 50000, (1, 5))
     first = model(ids)[0, 0]
-    tc.set_causal_mask(model, False)
+    experiments.set_causal_mask(model, False)
     assert all(not b.att.causal for b in model.trf_blocks)
     assert not torch.allclose(model(ids)[0, 0], first)  # the first token now sees the others
 
@@ -306,7 +314,7 @@ def _cli(tmp_path, name, *flags, rows=None, data=None):
             (rows if rows is not None else spam_dataset.make_synthetic_spam_data(n_per_class=30)).to_csv(
                 data, index=False)
     out = tmp_path / name
-    code = tc.main(["--test-mode", "--data", str(data), "--data-dir", str(tmp_path / f"data_{name}"),
+    code = cli.main(["--test-mode", "--data", str(data), "--data-dir", str(tmp_path / f"data_{name}"),
                     "--output-dir", str(out), "--num-epochs", "1", "--batch-size", "4", "--eval-freq", "4",
                     "--eval-iter", "1", *flags])
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else None
@@ -348,9 +356,9 @@ def test_cli_lora_trains_only_the_updates_and_predicts(tmp_path, capsys):
     assert torch.equal(weights["trf_blocks.0.att.W_query.linear.weight"], initial["trf_blocks.0.att.W_query.weight"])
     assert weights["trf_blocks.0.att.W_query.lora.B"].abs().sum() > 0  # the update trained
     assert state["extra"]["lora_rank"] == 2
-    model, _ = tc.load_classifier(out)
-    assert tc.lora_settings(model) == {"lora_rank": 2, "lora_alpha": 4.0}
-    assert len(tc.predict_from_checkpoint(out, ["win a prize", "lunch?"])) == 2
+    model, _ = checkpoints.load_classifier(out)
+    assert experiments.lora_settings(model) == {"lora_rank": 2, "lora_alpha": 4.0}
+    assert len(prediction.predict_from_checkpoint(out, ["win a prize", "lunch?"])) == 2
 
 
 @pytest.mark.parametrize("layers", ["last_layer", "last_two_blocks", "all"])
@@ -373,11 +381,11 @@ def test_cli_token_position_average_embeddings_and_causal_mask(tmp_path):
     assert metrics["settings"]["average_embeddings"] and metrics["settings"]["disable_causal_mask"]
     code, metrics, _ = _cli(tmp_path, "nocausal", "--disable-causal-mask")
     assert code == 0 and metrics["settings"]["trainer"] == "simple"  # metrics.json names the loop that ran
-    model, info = tc.load_classifier(out)
+    model, info = checkpoints.load_classifier(out)
     assert info["extra"]["average_embeddings"] and not any(b.att.causal for b in model.trf_blocks)
     code, metrics, out = _cli(tmp_path, "first", "--trainable-token-pos", "first")
     assert code == 0 and metrics["settings"]["trainer"] == "fast"
-    assert tc.load_classifier(out)[1]["extra"]["trainable_token_pos"] == "first"
+    assert checkpoints.load_classifier(out)[1]["extra"]["trainable_token_pos"] == "first"
 
 
 def test_cli_context_length_no_padding_and_accumulation(tmp_path, base_run):
@@ -404,8 +412,8 @@ def test_cli_own_data_three_classes_and_no_balance(tmp_path):
     code, metrics, out = _cli(tmp_path, "own", "--text-column", "message", "--label-column", "topic", rows=rows)
     assert code == 0
     assert len(metrics["classification_metrics"]["test"]["confusion_matrix"]) == 3
-    assert tc.load_classifier(out)[1]["label_names"] == ["ads", "family", "work"]
-    assert tc.predict_from_checkpoint(out, ["gamma message"])[0][0] in ("ads", "family", "work")
+    assert checkpoints.load_classifier(out)[1]["label_names"] == ["ads", "family", "work"]
+    assert prediction.predict_from_checkpoint(out, ["gamma message"])[0][0] in ("ads", "family", "work")
     counts = [len(pd.read_csv(tmp_path / "data_own" / f"{s}.csv")) for s in ("train", "validation", "test")]
     assert sum(counts) == 30  # balanced: 10 of each
     code, _, _ = _cli(tmp_path, "own_nb", "--text-column", "message", "--label-column", "topic", "--no-balance")
@@ -422,7 +430,7 @@ def test_torchrun_two_processes_train_like_one_with_the_same_global_batch(tmp_pa
     spam_dataset.make_synthetic_spam_data(n_per_class=30).to_csv(data, index=False)
     flags = ["--test-mode", "--data", str(data), "--num-epochs", "2", "--batch-size", "4", "--eval-freq", "4",
              "--eval-iter", "2", "--trainer", "simple", "--lr", "1e-3"]
-    assert tc.main([*flags, "--data-dir", str(tmp_path / "d1"), "--output-dir", str(tmp_path / "one")]) == 0
+    assert cli.main([*flags, "--data-dir", str(tmp_path / "d1"), "--output-dir", str(tmp_path / "one")]) == 0
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           str(REPO / "train_classifier.py"), *flags, "--data-dir", str(tmp_path / "d2"),
@@ -447,9 +455,9 @@ def test_torchrun_two_processes_train_like_one_with_the_same_global_batch(tmp_pa
 
 def test_sharded_sampler_splits_each_global_batch():
     base = list(range(10))
-    shards = [list(tc.ShardedSampler(base, 4, r, 2)) for r in range(2)]
+    shards = [list(distributed.ShardedSampler(base, 4, r, 2)) for r in range(2)]
     assert shards == [[0, 2, 4, 6], [1, 3, 5, 7]]  # the incomplete last global batch (8, 9) is dropped
-    assert len(tc.ShardedSampler(base, 4, 0, 2)) == 4
+    assert len(distributed.ShardedSampler(base, 4, 0, 2)) == 4
     # rank r's k-th batch of 2 holds exactly the k-th global batch's share
     assert sorted(shards[0][:2] + shards[1][:2]) == [0, 1, 2, 3]
 
@@ -457,5 +465,5 @@ def test_sharded_sampler_splits_each_global_batch():
 def test_plain_run_is_not_distributed():
     model = tiny_classifier()
     loader = torch.utils.data.DataLoader(list(range(4)), batch_size=2)
-    assert tc.distribute_training(model, loader, torch.device("cpu")) == (model, loader)
-    assert tc.is_main_process() and tc.unwrap_model(model) is model
+    assert distributed.distribute_training(model, loader, torch.device("cpu")) == (model, loader)
+    assert distributed.is_main_process() and distributed.unwrap_model(model) is model

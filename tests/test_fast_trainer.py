@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+import fast_trainer
 import gpt_model
+import metrics
 import train_classifier as tc
 
 # a small vocabulary keeps the "all layers trainable" fallback quick; two frozen blocks, one trainable
@@ -68,14 +70,21 @@ def run(trainer, model, per_batch=False, pad_token_id=PAD, make_optimizer=chapte
     lines = []
     import builtins
 
-    real_print = builtins.print
+    real_print, real_loss = builtins.print, torch.nn.functional.cross_entropy
+
+    def training_loss(*args, **kw):  # both trainers call F.cross_entropy; only training steps with gradients
+        loss = real_loss(*args, **kw)
+        if torch.is_grad_enabled():
+            steps.append(loss.item())
+        return loss
+
     builtins.print = lambda *a, **k: lines.append(" ".join(map(str, a)))
+    torch.nn.functional.cross_entropy = training_loss
     try:
         result = trainer(model, train_loader, val_loader, optimizer, "cpu", num_epochs=3, eval_freq=4,
-                         eval_iter=2, progress=lambda state: steps.append(state["loss"]),
-                         pad_token_id=pad_token_id, **kwargs)
+                         eval_iter=2, pad_token_id=pad_token_id, **kwargs)
     finally:
-        builtins.print = real_print
+        builtins.print, torch.nn.functional.cross_entropy = real_print, real_loss
     return result, steps, lines, copy.deepcopy(model.state_dict()), torch.get_rng_state()
 
 
@@ -106,9 +115,9 @@ def assert_same_run(fast, simple, noise_only=("att.W_key.bias",)):
 def test_fast_trainer_matches_chapter_loop(token_pos, per_batch):
     simple = run(tc.train_classifier_simple, make_model(), per_batch, trainable_token_pos=token_pos)
     model = make_model()
-    fast = run(tc.train_classifier_fast, model, per_batch, trainable_token_pos=token_pos)
+    fast = run(fast_trainer.train_classifier_fast, model, per_batch, trainable_token_pos=token_pos)
     assert not any("not used" in line for line in fast[2])
-    assert len(tc._PREFIX_CACHES[model]["rows"]) > 0  # the cache was used, not the fallback
+    assert len(fast_trainer._PREFIX_CACHES[model]["rows"]) > 0  # the cache was used, not the fallback
     # reading the first token, attention has one key to look at: queries and keys get no true gradient
     noise_only = ("att.W_key", "att.W_query") if token_pos == "first" else ("att.W_key.bias",)
     assert_same_run(fast, simple, noise_only)
@@ -118,7 +127,7 @@ def test_fast_trainer_matches_chapter_loop(token_pos, per_batch):
 
 def test_fast_trainer_two_trainable_blocks():
     simple = run(tc.train_classifier_simple, make_model(trainable_layers="last_two_blocks"))
-    fast = run(tc.train_classifier_fast, make_model(trainable_layers="last_two_blocks"))
+    fast = run(fast_trainer.train_classifier_fast, make_model(trainable_layers="last_two_blocks"))
     assert_same_run(fast, simple)
 
 
@@ -130,13 +139,13 @@ def test_fast_trainer_with_wrapped_projections():
         att.W_key, att.W_value = torch.nn.Sequential(att.W_key), torch.nn.Sequential(att.W_value)
         return model
 
-    assert_same_run(run(tc.train_classifier_fast, wrapped()), run(tc.train_classifier_simple, wrapped()),
+    assert_same_run(run(fast_trainer.train_classifier_fast, wrapped()), run(tc.train_classifier_simple, wrapped()),
                     noise_only=("att.W_key.0.bias",))
 
 
 def test_fast_trainer_small_cache_budget_still_exact():
     simple = run(tc.train_classifier_simple, make_model())
-    fast = run(tc.train_classifier_fast, make_model(), cache_memory_budget=20_000)  # a few messages fit
+    fast = run(fast_trainer.train_classifier_fast, make_model(), cache_memory_budget=20_000)  # a few messages fit
     assert any("memory budget" in line for line in fast[2])
     fast[2][:] = [line for line in fast[2] if "memory budget" not in line]
     assert_same_run(fast, simple)
@@ -147,26 +156,25 @@ def test_fast_trainer_small_cache_budget_still_exact():
     (CFG, "all", "embeddings are trainable"),
 ])
 def test_fast_trainer_falls_back_and_says_why(cfg, trainable_layers, reason):
-    ok, why = tc.fast_trainer_applies(make_model(cfg, trainable_layers))
-    assert not ok and reason in why
+    assert reason in fast_trainer.why_not_fast(make_model(cfg, trainable_layers))
     simple = run(tc.train_classifier_simple, make_model(cfg, trainable_layers))
-    fast = run(tc.train_classifier_fast, make_model(cfg, trainable_layers))
+    fast = run(fast_trainer.train_classifier_fast, make_model(cfg, trainable_layers))
     assert reason in fast[2][0] and "train_classifier_simple" in fast[2][0]
     assert fast[1] == simple[1] and fast[0] == simple[0]  # the chapter's loop itself: bit for bit
 
 
 def test_fast_trainer_applies_to_the_chapter_setup():
-    assert tc.fast_trainer_applies(make_model()) == (True, "")
+    assert fast_trainer.why_not_fast(make_model()) == ""
     model = make_model()
     model.trf_blocks[0].att.causal = False
-    assert not tc.fast_trainer_applies(model)[0]
+    assert "not causal" in fast_trainer.why_not_fast(model)
 
 
 def test_fast_accuracy_matches_and_follows_weight_changes():
     model = make_model()
     train_loader, val_loader = make_loaders(per_batch=False)
     expected = tc.calc_accuracy_loader(val_loader, model, "cpu", pad_token_id=PAD)
-    assert tc.calc_accuracy_loader_fast(val_loader, model, "cpu", pad_token_id=PAD) == expected
+    assert fast_trainer.calc_accuracy_loader_fast(val_loader, model, "cpu", pad_token_id=PAD) == expected
     # change a frozen block: the cache must notice and recompute, not serve stale activations
     with torch.no_grad():
         model.trf_blocks[0].att.W_value.weight.mul_(-3.0)
@@ -174,15 +182,15 @@ def test_fast_accuracy_matches_and_follows_weight_changes():
         torch.manual_seed(5)
         expected = tc.calc_accuracy_loader(loader, model, "cpu", pad_token_id=PAD)
         torch.manual_seed(5)
-        assert tc.calc_accuracy_loader_fast(loader, model, "cpu", pad_token_id=PAD) == expected, name
+        assert fast_trainer.calc_accuracy_loader_fast(loader, model, "cpu", pad_token_id=PAD) == expected, name
 
 
 def test_bf16_runs_close_to_fp32():
-    fast = run(tc.train_classifier_fast, make_model(), precision="bf16")
+    fast = run(fast_trainer.train_classifier_fast, make_model(), precision="bf16")
     simple = run(tc.train_classifier_simple, make_model())
     assert fast[1] == pytest.approx(simple[1], rel=5e-2)
     with pytest.raises(ValueError, match="precision"):
-        run(tc.train_classifier_fast, make_model(), precision="fp8")
+        run(fast_trainer.train_classifier_fast, make_model(), precision="fp8")
 
 
 class CharTokenizer:
@@ -205,7 +213,7 @@ def test_classify_reviews_fast_matches_classify_review(max_length, token_pos):
         model.out_head.bias[1] -= (logits[:, 1] - logits[:, 0]).median() - 1e-4
     one_by_one = [tc.classify_review(t, model, CharTokenizer(), "cpu", max_length, PAD,
                                      trainable_token_pos=token_pos) for t in texts]
-    batched = tc.classify_reviews_fast(texts, model, CharTokenizer(), "cpu", max_length, PAD,
+    batched = fast_trainer.classify_reviews_fast(texts, model, CharTokenizer(), "cpu", max_length, PAD,
                                        trainable_token_pos=token_pos, batch_size=3)
     assert batched == one_by_one
     assert {"spam", "not spam"} == set(batched)
@@ -213,7 +221,7 @@ def test_classify_reviews_fast_matches_classify_review(max_length, token_pos):
 
 def test_make_optimizer_is_the_chapters_update_fused_over_trainable_parameters():
     model = make_model()
-    optimizer = tc.make_optimizer(model, lr=5e-4, weight_decay=0.1)
+    optimizer = fast_trainer.make_optimizer(model, lr=5e-4, weight_decay=0.1)
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert [id(p) for p in optimizer.param_groups[0]["params"]] == [id(p) for p in trainable]
     assert len(trainable) < len(list(model.parameters()))  # the frozen ones are left out
@@ -223,7 +231,7 @@ def test_make_optimizer_is_the_chapters_update_fused_over_trainable_parameters()
 
 def test_fast_trainer_with_make_optimizer_matches_chapter_loop_with_chapters_optimizer():
     simple = run(tc.train_classifier_simple, make_model())
-    fast = run(tc.train_classifier_fast, make_model(), make_optimizer=tc.make_optimizer)
+    fast = run(fast_trainer.train_classifier_fast, make_model(), make_optimizer=fast_trainer.make_optimizer)
     assert_same_run(fast, simple)  # per-step losses within 1e-4 relative, identical accuracies
 
 
@@ -237,14 +245,14 @@ def test_make_optimizer_falls_back_silently_without_a_fused_kernel(monkeypatch):
         return real_adamw(params, **kwargs)
 
     monkeypatch.setattr(torch.optim, "AdamW", no_fused)
-    optimizer = tc.make_optimizer(make_model(), lr=1e-3)
+    optimizer = fast_trainer.make_optimizer(make_model(), lr=1e-3)
     assert not optimizer.defaults.get("fused") and optimizer.defaults["lr"] == 1e-3
 
 
 @pytest.mark.parametrize("token_pos, per_batch", [("last", False), ("flexible", True)])
 def test_classification_metrics_from_the_fast_cache_match_the_full_model(token_pos, per_batch, monkeypatch):
     model = make_model()
-    run(tc.train_classifier_fast, model, per_batch, trainable_token_pos=token_pos)
+    run(fast_trainer.train_classifier_fast, model, per_batch, trainable_token_pos=token_pos)
     train_loader, val_loader = make_loaders(per_batch)
     token = {"trainable_token_pos": token_pos, "pad_token_id": PAD}
     # the tiny model predicts one class for all: move the head's threshold into the middle of the widest gap
@@ -257,26 +265,27 @@ def test_classification_metrics_from_the_fast_cache_match_the_full_model(token_p
         k = max(middle, key=lambda i: margins[i + 1] - margins[i])
         model.out_head.bias[1] -= (margins[k] + margins[k + 1]) / 2
     for loader in (train_loader, val_loader):
-        full = tc.classification_metrics(model, loader, "cpu", **token)
+        full = metrics.classification_metrics(*metrics.predict_labels(model, loader, "cpu", **token))
         forward = model.forward
         model.forward = lambda *a, **k: pytest.fail("the fast metrics ran the whole model")
         try:
-            fast = tc.classification_metrics(model, loader, "cpu", fast=True, **token)
+            fast = metrics.classification_metrics(*fast_trainer.predict_labels_fast(loader, model, "cpu", **token))
         finally:
             model.forward = forward
         assert fast["confusion_matrix"] == full["confusion_matrix"]
         assert fast == full
         assert fast["num_examples"] == (36 if loader is train_loader else 14)
-        assert fast["accuracy"] == tc.calc_accuracy_loader_fast(loader, model, "cpu", **token)
+        assert fast["accuracy"] == fast_trainer.calc_accuracy_loader_fast(loader, model, "cpu", **token)
     # the trained model predicts both classes: the matrices compared above are not all one column
     assert all(sum(row[c] for row in full["confusion_matrix"]) > 0 for c in (0, 1))
-    targets, predictions = tc.predict_labels_fast(val_loader, model, "cpu", num_batches=2, **token)
+    targets, predictions = fast_trainer.predict_labels_fast(val_loader, model, "cpu", num_batches=2, **token)
     assert targets.shape == predictions.shape == (8,)
 
 
 def test_fast_predictions_fall_back_to_the_whole_model_and_say_why(capsys):
     model = make_model({**CFG, "drop_rate": 0.1})
     _, val_loader = make_loaders(per_batch=False)
-    full = tc.classification_metrics(model, val_loader, "cpu", pad_token_id=PAD)
-    assert tc.classification_metrics(model, val_loader, "cpu", pad_token_id=PAD, fast=True) == full
+    full = metrics.classification_metrics(*metrics.predict_labels(model, val_loader, "cpu", pad_token_id=PAD))
+    fast = metrics.classification_metrics(*fast_trainer.predict_labels_fast(val_loader, model, "cpu", pad_token_id=PAD))
+    assert fast == full
     assert "Fast predictions not used: dropout is on" in capsys.readouterr().out

@@ -7,7 +7,10 @@ import os
 import pytest
 import torch
 
+import checkpoints
+import cli
 import gpt_model
+import model_setup
 import train_classifier as tc
 
 
@@ -52,22 +55,22 @@ class ParityModel(torch.nn.Module):
 
 def test_is_test_mode_reads_flag_and_environment(monkeypatch):
     monkeypatch.delenv("TUTORIAL_TEST_MODE", raising=False)
-    assert tc.is_test_mode() is False
-    assert tc.is_test_mode(True) is True
+    assert model_setup.is_test_mode() is False
+    assert model_setup.is_test_mode(True) is True
     monkeypatch.setenv("TUTORIAL_TEST_MODE", "1")
-    assert tc.is_test_mode() is True
+    assert model_setup.is_test_mode() is True
     monkeypatch.setenv("TUTORIAL_TEST_MODE", "0")
-    assert tc.is_test_mode() is False
+    assert model_setup.is_test_mode() is False
 
 
 def test_resolve_device():
-    assert tc.resolve_device("cpu") == torch.device("cpu")
-    assert tc.resolve_device("auto").type in ("cpu", "cuda", "mps")
+    assert model_setup.resolve_device("cpu") == torch.device("cpu")
+    assert model_setup.resolve_device("auto").type in ("cpu", "cuda", "mps")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
-            tc.resolve_device("cuda")
+            model_setup.resolve_device("cuda")
     with pytest.raises(ValueError, match="Unknown device"):
-        tc.resolve_device("tpu")
+        model_setup.resolve_device("tpu")
 
 
 def test_build_model_test_mode_is_tiny_and_offline(monkeypatch):
@@ -77,7 +80,7 @@ def test_build_model_test_mode_is_tiny_and_offline(monkeypatch):
         raise AssertionError("test mode must not download")
 
     monkeypatch.setattr(gpt_download, "download_and_load_gpt2", no_download)
-    model, cfg = tc.build_model("gpt2-small (124M)", "pretrained", test_mode=True)
+    model, cfg = model_setup.build_model("gpt2-small (124M)", "pretrained", test_mode=True)
     assert cfg == gpt_model.TINY_CONFIG
     assert model.tok_emb.weight.shape == (50257, gpt_model.TINY_CONFIG["emb_dim"])
 
@@ -95,10 +98,10 @@ def test_build_model_pretrained_asks_for_the_download_name(monkeypatch, tmp_path
     monkeypatch.setattr(gpt_download, "download_and_load_gpt2", failing_download)
     monkeypatch.setattr(gpt_download, "tensorflow_import_error", lambda: None)  # as if TensorFlow imported
     with pytest.raises(gpt_download.DownloadError):
-        tc.build_model("gpt2-medium (355M)", "pretrained", models_dir=str(tmp_path))
+        model_setup.build_model("gpt2-medium (355M)", "pretrained", models_dir=str(tmp_path))
     assert calls == [("355M", str(tmp_path))]
     with pytest.raises(ValueError, match="weights"):
-        tc.build_model(weights="imagenet")
+        model_setup.build_model(weights="imagenet")
 
 
 def test_weights_format_picks_the_loader_and_falls_back_without_tensorflow(monkeypatch, tmp_path, capsys):
@@ -118,31 +121,31 @@ def test_weights_format_picks_the_loader_and_falls_back_without_tensorflow(monke
     monkeypatch.setattr(gpt_download, "tensorflow_import_error", lambda: None)
     for weights_format in ("safetensors", "openai"):
         with pytest.raises(gpt_download.DownloadError):
-            tc.build_model("124M", models_dir=str(tmp_path), weights_format=weights_format)
+            model_setup.build_model("124M", models_dir=str(tmp_path), weights_format=weights_format)
     assert capsys.readouterr().out == ""
     monkeypatch.setattr(gpt_download, "tensorflow_import_error",
                         lambda: "ModuleNotFoundError: No module named 'tensorflow'")
     with pytest.raises(gpt_download.DownloadError):
-        tc.build_model("124M", models_dir=str(tmp_path))  # openai by default
+        model_setup.build_model("124M", models_dir=str(tmp_path))  # openai by default
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "TensorFlow does not import (ModuleNotFoundError" in out
     assert "safetensors" in out
     assert calls == [("safetensors", "124M", str(tmp_path)), ("openai", "124M", str(tmp_path)),
                      ("safetensors", "124M", str(tmp_path))]
     with pytest.raises(ValueError, match="weights-format"):
-        tc.build_model(weights_format="pytorch")
+        model_setup.build_model(weights_format="pytorch")
 
 
 def test_build_model_with_a_seed_gives_the_same_tiny_model():
-    first, _ = tc.build_model(test_mode=True, seed=7)
+    first, _ = model_setup.build_model(test_mode=True, seed=7)
     torch.rand(5)  # whatever ran in between does not matter
-    again, _ = tc.build_model(test_mode=True, seed=7)
-    other, _ = tc.build_model(test_mode=True, seed=8)
+    again, _ = model_setup.build_model(test_mode=True, seed=7)
+    other, _ = model_setup.build_model(test_mode=True, seed=8)
     for name, value in first.state_dict().items():
         assert torch.equal(value, again.state_dict()[name]), name
     assert not torch.equal(first.tok_emb.weight, other.tok_emb.weight)
     torch.manual_seed(7)  # seed=None (the default): the caller's seed decides, as the CLI and notebooks do
-    seeded_by_caller, _ = tc.build_model(test_mode=True)
+    seeded_by_caller, _ = model_setup.build_model(test_mode=True)
     assert torch.equal(first.trf_blocks[0].att.W_query.weight, seeded_by_caller.trf_blocks[0].att.W_query.weight)
 
 
@@ -272,8 +275,9 @@ def test_train_classifier_simple_lowers_loss_and_returns_histories(capsys):
     torch.manual_seed(123)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
     seen_steps = []
+    optimizer.register_step_post_hook(lambda *_: seen_steps.append(len(seen_steps)))
     result = tc.train_classifier_simple(model, batches, batches[:2], optimizer, "cpu", num_epochs=3, eval_freq=2,
-                                        eval_iter=2, progress=lambda state: seen_steps.append(state["step"]))
+                                        eval_iter=2)
     train_losses, val_losses, train_accs, val_accs, examples_seen = result
     # 4 steps per epoch, 12 in all; evaluations at steps 0, 2, ..., 10
     assert len(train_losses) == len(val_losses) == 6
@@ -289,29 +293,15 @@ def test_train_classifier_simple_lowers_loss_and_returns_histories(capsys):
     assert out.count("Training accuracy: ") == 3 and "% | Validation accuracy: " in out
 
 
-def test_train_classifier_simple_advances_a_tqdm_bar():
-    class Bar:
-        n = 0
-
-        def update(self, k):
-            self.n += k
-
-    bar = Bar()
-    model = tc.replace_head_and_freeze(tiny_model(), num_classes=2)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    tc.train_classifier_simple(model, separable_batches(2), separable_batches(1), optimizer, "cpu", 1, 5, 1,
-                               progress=bar)
-    assert bar.n == 2
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Plots and classify_review
 
 
-def test_plot_values_returns_figure_and_saves(tmp_path):
+def test_plot_values_returns_figure(tmp_path):
     path = tmp_path / "loss.png"
     fig = tc.plot_values(torch.linspace(0, 5, 4), torch.linspace(0, 100, 4), [1.0, 0.8, 0.5, 0.4],
-                         [1.1, 0.9, 0.7, 0.6], label="loss", save_path=path)
+                         [1.1, 0.9, 0.7, 0.6], label="loss")
+    fig.savefig(path)
     assert fig.axes[0].get_xlabel() == "Epochs" and fig.axes[0].get_ylabel() == "Loss"
     assert fig.axes[1].get_xlabel() == "Examples seen"
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["Training loss", "Validation loss"]
@@ -379,11 +369,11 @@ def trained_tiny(num_classes=2, seed=1):
 def test_save_load_round_trip_gives_identical_logits(tmp_path):
     model = trained_tiny()
     path = tmp_path / "classifier.pt"
-    tc.save_classifier(path, model, gpt_model.TINY_CONFIG, ["ham", "spam"], 120, {"note": "x"}, model_size="124M")
+    checkpoints.save_classifier(path, model, gpt_model.TINY_CONFIG, ["ham", "spam"], 120, {"note": "x"}, model_size="124M")
     assert os.listdir(tmp_path) == ["classifier.pt"]
     raw = torch.load(path, weights_only=True)  # a plain dict: no pickled code
-    assert raw["format"] == tc.CHECKPOINT_FORMAT and raw["num_classes"] == 2
-    loaded, info = tc.load_classifier(path)
+    assert raw["format"] == checkpoints.CHECKPOINT_FORMAT and raw["num_classes"] == 2
+    loaded, info = checkpoints.load_classifier(path)
     assert info["label_names"] == ["ham", "spam"] and info["max_length"] == 120
     assert info["config"] == gpt_model.TINY_CONFIG and info["model_size"] == "124M"
     assert info["trainable_layers"] == "last_block" and info["extra"] == {"note": "x"}
@@ -392,7 +382,7 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
         assert torch.equal(model(x), loaded(x))
     # loading into a given model of the same shape, and from the folder
     target = tc.replace_head_and_freeze(tiny_model(7), num_classes=2)
-    same, _ = tc.load_classifier(tmp_path, model=target, num_classes=2, model_size="gpt2-small (124M)")
+    same, _ = checkpoints.load_classifier(tmp_path, model=target, num_classes=2, model_size="gpt2-small (124M)")
     assert same is target
     with torch.no_grad():
         assert torch.equal(model(x), target(x))
@@ -400,47 +390,47 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
 
 def test_load_into_a_different_model_names_the_setting(tmp_path):
     path = tmp_path / "classifier.pt"
-    tc.save_classifier(path, trained_tiny(), gpt_model.TINY_CONFIG, model_size="124M")
+    checkpoints.save_classifier(path, trained_tiny(), gpt_model.TINY_CONFIG, model_size="124M")
     other = tc.replace_head_and_freeze(tiny_model(emb_dim=16), num_classes=2)
     with pytest.raises(ValueError, match=r"emb_dim=32 .* emb_dim=16"):
-        tc.load_classifier(path, model=other)
+        checkpoints.load_classifier(path, model=other)
     deeper = tc.replace_head_and_freeze(tiny_model(n_layers=3), num_classes=2)
     with pytest.raises(ValueError, match="n_layers"):
-        tc.load_classifier(path, model=deeper)
+        checkpoints.load_classifier(path, model=deeper)
     three = tc.replace_head_and_freeze(tiny_model(), num_classes=3)
     with pytest.raises(ValueError, match="num_classes=2 .* num_classes=3"):
-        tc.load_classifier(path, model=three)
+        checkpoints.load_classifier(path, model=three)
     with pytest.raises(ValueError, match="num_classes"):
-        tc.load_classifier(path, num_classes=3)
+        checkpoints.load_classifier(path, num_classes=3)
     with pytest.raises(ValueError, match="model_size='124M'"):
-        tc.load_classifier(path, model_size="gpt2-medium (355M)")
+        checkpoints.load_classifier(path, model_size="gpt2-medium (355M)")
     with pytest.raises(ValueError, match="n_heads"):
-        tc.load_classifier(path, cfg={**gpt_model.TINY_CONFIG, "n_heads": 4})
+        checkpoints.load_classifier(path, cfg={**gpt_model.TINY_CONFIG, "n_heads": 4})
 
 
 def test_truncated_foreign_and_missing_files_give_clear_errors(tmp_path):
     path = tmp_path / "classifier.pt"
-    tc.save_classifier(path, trained_tiny(), gpt_model.TINY_CONFIG)
+    checkpoints.save_classifier(path, trained_tiny(), gpt_model.TINY_CONFIG)
     data = path.read_bytes()
     cut = tmp_path / "cut.pt"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated, corrupt"):
-        tc.load_classifier(cut)
+        checkpoints.load_classifier(cut)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ValueError, match="truncated, corrupt"):
-        tc.load_classifier(junk)
+        checkpoints.load_classifier(junk)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
     with pytest.raises(ValueError, match="not a classifier saved by save_classifier"):
-        tc.load_classifier(foreign)
+        checkpoints.load_classifier(foreign)
     with pytest.raises(FileNotFoundError, match="not found"):
-        tc.load_classifier(tmp_path / "missing.pt")
+        checkpoints.load_classifier(tmp_path / "missing.pt")
 
 
 def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "classifier.pt"
-    tc.save_classifier(path, trained_tiny(), gpt_model.TINY_CONFIG)
+    checkpoints.save_classifier(path, trained_tiny(), gpt_model.TINY_CONFIG)
     before = path.read_bytes()
 
     def interrupted(obj, f, *args, **kwargs):
@@ -450,14 +440,14 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        tc.save_classifier(path, trained_tiny(seed=2), gpt_model.TINY_CONFIG)
+        checkpoints.save_classifier(path, trained_tiny(seed=2), gpt_model.TINY_CONFIG)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["classifier.pt"]
 
 
 def test_save_rejects_wrong_number_of_label_names(tmp_path):
     with pytest.raises(ValueError, match="label names"):
-        tc.save_classifier(tmp_path / "c.pt", trained_tiny(num_classes=3), gpt_model.TINY_CONFIG, ["a", "b"])
+        checkpoints.save_classifier(tmp_path / "c.pt", trained_tiny(num_classes=3), gpt_model.TINY_CONFIG, ["a", "b"])
 
 
 def test_metrics_are_strict_json():
@@ -465,7 +455,7 @@ def test_metrics_are_strict_json():
 
     import numpy as np
 
-    safe = tc._json_safe({"loss": float("nan"), "accs": [0.5, float("inf")], "t": torch.tensor([1, 2]),
+    safe = cli._json_safe({"loss": float("nan"), "accs": [0.5, float("inf")], "t": torch.tensor([1, 2]),
                           "n": np.int64(3), "name": "x"})
     assert json.loads(json.dumps(safe, allow_nan=False)) == {"loss": None, "accs": [0.5, None], "t": [1, 2],
                                                              "n": 3, "name": "x"}

@@ -1,0 +1,451 @@
+"""The command line: `python train_classifier.py [flags]` trains, `python train_classifier.py predict ...` classifies.
+
+It ties every module together (data, model, trainer, metrics, outputs) and nothing imports it. User errors end
+in one `error:` line and exit code 1; `--debug` shows the traceback.
+"""
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+import warnings
+
+import torch
+
+import gpt_download
+import spam_dataset
+from checkpoints import save_classifier
+from distributed import (
+    cleanup_distributed,
+    distribute_training,
+    distributed_environment,
+    is_main_process,
+    rank0_first,
+    setup_distributed,
+)
+from experiments import count_trainable_parameters, setup_classifier
+from fast_trainer import (
+    FAST_PRECISIONS,
+    make_optimizer,
+    predict_labels_fast,
+    train_classifier_fast,
+    why_not_fast,
+)
+from gpt_download import atomic_write
+from metrics import classification_metrics, format_metrics_table, plot_confusion_matrix, predict_labels
+from model_setup import WEIGHTS_FORMATS, build_model, is_test_mode
+from prediction import predict_from_checkpoint
+from train_classifier import TRAINABLE_LAYERS, TRAINABLE_TOKEN_POSITIONS, plot_values, train_classifier_simple
+
+# The errors a person fixes (bad flag values, missing or corrupt files, no network): one line, no traceback.
+# DataError and CheckpointError are ValueErrors; DownloadError is a RuntimeError.
+USER_ERRORS = (ValueError, OSError, gpt_download.DownloadError)
+
+
+def _context_length_arg(value):
+    """--context-length: longest_training_example, model_context_length or a number of tokens."""
+    value = value.strip().replace("-", "_")
+    if value in ("longest_training_example", "model_context_length"):
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not longest_training_example, model_context_length or a "
+                                         "positive number of tokens")
+    return number
+
+
+def build_arg_parser():
+    """Every flag of the training command, in groups: the chapter's run, the data, speed, the bonus experiments."""
+    parser = argparse.ArgumentParser(
+        prog="train_classifier.py",
+        description="Fine-tune GPT-2 into a spam classifier (chapter 6). --test-mode: tiny model, offline, seconds. "
+                    "`train_classifier.py predict --help`: classify messages with a trained classifier.",
+    )
+    chapter = parser.add_argument_group("the chapter's run")
+    chapter.add_argument("--model-size", default="gpt2-small (124M)",
+                         help='"gpt2-small (124M)" or 124M, "gpt2-medium (355M)" or 355M, 774M, 1558M')
+    chapter.add_argument("--weights", choices=("pretrained", "random"), default="pretrained")
+    chapter.add_argument("--weights-format", choices=WEIGHTS_FORMATS, default="openai",
+                         help="openai: the chapter's TensorFlow checkpoint (safetensors when TensorFlow does not "
+                              "import); safetensors: Hugging Face's copy of the same weights, no TensorFlow")
+    chapter.add_argument("--models-dir", default="gpt2", help="where the GPT-2 checkpoint files are kept")
+    chapter.add_argument("--num-epochs", type=int, default=5)
+    chapter.add_argument("--batch-size", type=int, default=8)
+    chapter.add_argument("--lr", type=float, default=5e-5)
+    chapter.add_argument("--weight-decay", type=float, default=0.1)
+    chapter.add_argument("--seed", type=int, default=123)
+    chapter.add_argument("--eval-freq", type=int, default=50, help="evaluate every N training steps")
+    chapter.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation")
+    chapter.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    chapter.add_argument("--output-dir", default="outputs", help="where classifier.pt, metrics.json and plots go")
+    chapter.add_argument("--test-mode", action="store_true",
+                         help="tiny random GPT, no downloads, seconds (same as TUTORIAL_TEST_MODE=1)")
+    chapter.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", default=None,
+                      help="the UCI zip, the SMSSpamCollection TSV, a folder holding them, your CSV/TSV, or "
+                           "'synthetic' (default: download into --data-dir; test mode: the shared zip, else "
+                           "synthetic data)")
+    data.add_argument("--data-dir", default="data", help="where the data and the train/validation/test CSVs go")
+    data.add_argument("--text-column", default=None, help="text column of your own CSV")
+    data.add_argument("--label-column", default=None, help="label column of your own CSV")
+    data.add_argument("--encoding", default=None, help="encoding of your own CSV (e.g. latin-1)")
+    data.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
+                      help="undersample the larger classes to the smallest one, as the chapter does (default: on)")
+
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--trainer", choices=("fast", "simple"), default="fast",
+                       help="fast (default: the chapter's results sooner; the chapter's loop where it cannot give "
+                            "them) or the chapter's loop, unchanged (simple)")
+    speed.add_argument("--precision", choices=FAST_PRECISIONS, default="fp32",
+                       help="bf16: the fast trainer under bfloat16 autocast, faster on CPUs with bf16 units but not "
+                            "exact (the chapter's loop always runs in fp32)")
+
+    bonus = parser.add_argument_group("experiments beyond the chapter (its bonus table)")
+    bonus.add_argument("--trainable-layers", default="last_block", choices=(*TRAINABLE_LAYERS, "lora"),
+                       help="what trains besides the new head (default: last_block, as in the chapter)")
+    bonus.add_argument("--lora-rank", type=int, default=16, help="rank of the LoRA updates (--trainable-layers lora)")
+    bonus.add_argument("--lora-alpha", type=float, default=16,
+                       help="LoRA scaling: the update is multiplied by alpha / rank")
+    bonus.add_argument("--trainable-token-pos", default="last", choices=TRAINABLE_TOKEN_POSITIONS,
+                       help="which token's output classifies: last (chapter), first, or flexible (the last "
+                            "non-padding one; each batch is then padded only to its longest message)")
+    bonus.add_argument("--average-embeddings", action="store_true",
+                       help="classify the mean of the outputs over the real (non-padding) tokens instead of one token")
+    bonus.add_argument("--context-length", type=_context_length_arg, default="longest_training_example",
+                       help="pad/truncate to longest_training_example (chapter), model_context_length, or N tokens")
+    bonus.add_argument("--no-padding", action="store_true",
+                       help="no padding at all: batch size 1 (combine with --accumulation-steps N)")
+    bonus.add_argument("--accumulation-steps", type=int, default=1,
+                       help="update the weights every N batches (gradient accumulation)")
+    bonus.add_argument("--disable-causal-mask", action="store_true", help="let every token attend to the whole message")
+    bonus.add_argument("--ignore-index", type=int, default=-100,
+                       help="target value the cross entropy ignores (the bonus script's --ignore_index; -100: none)")
+    return parser
+
+
+def normalise_flag_spelling(argv):
+    """Accept --num_epochs as --num-epochs (the chapter's bonus scripts use underscores); values are untouched."""
+    out, passthrough = [], False
+    for token in argv:
+        if passthrough or not token.startswith("--") or token == "--":
+            passthrough = passthrough or token == "--"
+            out.append(token)
+            continue
+        name, eq, value = token.partition("=")
+        out.append(name.replace("_", "-") + eq + value)
+    return out
+
+
+def _check_numbers(args):
+    """Reject settings that would train nothing or crash later, naming the flag."""
+    for flag, value in (("--num-epochs", args.num_epochs), ("--batch-size", args.batch_size),
+                        ("--eval-freq", args.eval_freq), ("--eval-iter", args.eval_iter),
+                        ("--accumulation-steps", args.accumulation_steps)):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1 (got {value}).")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be a positive number (got {args.lr}).")
+    if args.weight_decay < 0:
+        raise ValueError(f"--weight-decay must not be negative (got {args.weight_decay}).")
+
+
+def _loader_options(args, cfg):
+    """create_data_loaders' max_length and per_batch_padding for --context-length, --no-padding and "flexible"."""
+    max_length = None
+    if args.context_length == "model_context_length":
+        max_length = int(cfg["context_length"])
+    elif isinstance(args.context_length, int):
+        if args.context_length > cfg["context_length"]:
+            raise ValueError(f"--context-length {args.context_length} is longer than the model's context of "
+                             f"{cfg['context_length']} tokens; pass at most {cfg['context_length']}.")
+        max_length = args.context_length
+    # "flexible" reads the last real token, and causal attention never lets a real token see the padding after
+    # it: padding each batch only to its own longest message gives the same numbers for less work (not so
+    # without the causal mask). A batch of one message (--no-padding) is padded to its own length: not at all.
+    per_batch_padding = args.no_padding or (args.trainable_token_pos == "flexible" and not args.disable_causal_mask)
+    return {"max_length": max_length, "per_batch_padding": per_batch_padding}
+
+
+def _setup_classifier(model, args, num_classes):
+    """The new head and what trains (--trainable-layers, LoRA included), then the causal-mask switch."""
+    model = setup_classifier(model, num_classes, args.trainable_layers, lora_rank=args.lora_rank,
+                             lora_alpha=args.lora_alpha, disable_causal_mask=args.disable_causal_mask)
+    if args.trainable_layers == "lora":
+        trainable, total = count_trainable_parameters(model)
+        print(f"LoRA rank {args.lora_rank}, alpha {args.lora_alpha:g}: {trainable:,} of {total:,} parameters train.")
+    return model
+
+
+def _choose_trainer(args, model):
+    """The one place deciding the loop: "fast" where it is exact for the switches, else "simple" (saying why)."""
+    if args.trainer == "fast":
+        reason = why_not_fast(model, args.trainable_token_pos, average_embeddings=args.average_embeddings,
+                              ignore_index=args.ignore_index, accumulation_steps=args.accumulation_steps,
+                              distributed=distributed_environment()[1] > 1)
+        if not reason:
+            return "fast"
+        print(f"Using the chapter's loop: {reason}.")
+    if args.precision != "fp32":
+        print(f"Note: --precision {args.precision} applies to the fast trainer only; the chapter's loop runs in fp32.")
+    return "simple"
+
+
+def _json_safe(value):
+    """metrics for strict JSON readers: nan/inf (e.g. the loss of an empty split) become null, tensors numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        return _json_safe(value.item())
+    return value
+
+
+def _write_outputs(output_dir, writers):
+    """Call each write(tmp) on a temp file, then rename them all into place; returns the paths written.
+
+    A temp file is renamed only when the with block ends without an error; any error (Ctrl-C too) deletes them
+    all, so a run leaves all of its outputs or none (and earlier files stay as they were).
+    """
+    paths = [os.path.join(output_dir, name) for name in writers]
+    with contextlib.ExitStack() as stack:
+        for path, write in zip(paths, writers.values()):
+            write(stack.enter_context(atomic_write(path)))
+    return paths
+
+
+def run_training(args):
+    """The whole CLI run: data, model, training, accuracies, outputs; returns the metrics dict."""
+    threads = torch.get_num_threads()
+    if is_test_mode(args.test_mode):
+        # The tiny model's matrices are too small to gain from threads, and on a busy machine idle-spinning
+        # threads cost 10x more than they save.
+        torch.set_num_threads(1)
+    try:
+        return _run_training(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_training(args):
+    """run_training's body: data and model, training, final metrics, then every output file or none."""
+    start = time.time()
+    _check_numbers(args)
+    test_mode = is_test_mode(args.test_mode)
+    _rank, world_size, device = setup_distributed(args.device)  # torchrun; a plain run: (0, 1, device)
+    splits, tokenizer, model, cfg = _data_and_model(args, test_mode)
+    model_desc = "tiny random GPT (test mode)" if test_mode else f"{args.model_size}, {args.weights} weights"
+    print(f"Model: {model_desc} | device: {device}")
+    label_names = list(splits["label_names"])
+    loaders, per_batch_padding = _data_loaders(args, splits, tokenizer, cfg)
+    max_length = loaders[0].dataset.max_length
+
+    torch.manual_seed(args.seed)  # the chapter seeds before the new head so its random init is reproducible
+    model = _setup_classifier(model, args, len(label_names))
+    model.to(device)
+    trainer = _choose_trainer(args, model)
+    train_start = time.time()
+    history = _train(args, trainer, model, loaders, device)
+    training_seconds = time.time() - train_start
+    print(f"Training completed in {training_seconds / 60:.2f} minutes.")
+    accuracies, classification = _final_metrics(args, trainer, model, loaders, device, label_names)
+
+    train_losses, val_losses, train_accs, val_accs, examples_seen = history
+    metrics = {**accuracies, "train_losses": list(train_losses), "val_losses": list(val_losses),
+               "train_accs": list(train_accs), "val_accs": list(val_accs),
+               "examples_seen": int(examples_seen * world_size), "training_seconds": training_seconds,
+               "classification_metrics": classification}
+    settings = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
+    settings.update(device=str(device), test_mode=test_mode, trainer=trainer, data_source=splits["source"],
+                    label_names=label_names, max_length=max_length, per_batch_padding=per_batch_padding,
+                    config=dict(cfg))
+    if is_main_process():  # under torchrun only rank 0 writes
+        _write_run_outputs(args, model, cfg, metrics, settings, start)
+    cleanup_distributed()
+    return metrics
+
+
+def _data_and_model(args, test_mode):
+    """(splits, tokenizer, model, cfg): data first, so a bad --data fails before a 500 MB download."""
+    rank0_first("start")  # torchrun: rank 0 downloads and writes the splits first, the others then read them
+    splits = spam_dataset.prepare_spam_splits(args.data, args.data_dir, offline=test_mode,
+                                              text_column=args.text_column, label_column=args.label_column,
+                                              encoding=args.encoding, balance=args.balance)
+    tokenizer = gpt_download.get_gpt2_tokenizer(args.models_dir)
+    model, cfg = build_model(args.model_size, args.weights, args.models_dir, test_mode=test_mode,
+                             weights_format=args.weights_format, seed=args.seed)
+    rank0_first("end")
+    return splits, tokenizer, model, cfg
+
+
+def _data_loaders(args, splits, tokenizer, cfg):
+    """((train, validation, test) loaders, per_batch_padding) for the padding switches."""
+    if args.no_padding and args.batch_size != 1:
+        print(f"--no-padding: batch size 1 instead of {args.batch_size} (use --accumulation-steps for larger "
+              "updates).")
+        args.batch_size = 1  # metrics.json records the batch size that ran
+    options = _loader_options(args, cfg)
+    loaders = spam_dataset.create_data_loaders(splits["train"], splits["validation"], splits["test"], tokenizer,
+                                               batch_size=args.batch_size, seed=args.seed, **options)
+    return loaders, options["per_batch_padding"]
+
+
+def _train(args, trainer, model, loaders, device):
+    """The chosen loop's history: (train_losses, val_losses, train_accs, val_accs, examples_seen)."""
+    train_loader, val_loader, _ = loaders
+    torch.manual_seed(args.seed)
+    if trainer == "fast":
+        optimizer = make_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
+        return train_classifier_fast(model, train_loader, val_loader, optimizer, device, args.num_epochs,
+                                     args.eval_freq, args.eval_iter, trainable_token_pos=args.trainable_token_pos,
+                                     precision=args.precision)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)  # the chapter's
+    # torchrun: DDP and this process's share of every global batch; a plain run gets both back unchanged.
+    train_model, process_train_loader = distribute_training(model, train_loader, device)
+    return train_classifier_simple(train_model, process_train_loader, val_loader, optimizer, device,
+                                   args.num_epochs, args.eval_freq, args.eval_iter,
+                                   trainable_token_pos=args.trainable_token_pos,
+                                   average_embeddings=args.average_embeddings, ignore_index=args.ignore_index,
+                                   accumulation_steps=args.accumulation_steps)
+
+
+def _final_metrics(args, trainer, model, loaders, device, label_names):
+    """({split}_accuracy on every batch, precision/recall/F1 and confusion matrices of validation and test).
+
+    The predictions of each split are computed once; after the fast trainer they come from its cache of the
+    frozen blocks' activations (the chapter's way costs, on GPT-2 small, about as long as the fast training).
+    """
+    def predictions(loader):
+        if trainer == "fast":
+            return predict_labels_fast(loader, model, device, trainable_token_pos=args.trainable_token_pos,
+                                       precision=args.precision)
+        return predict_labels(model, loader, device, trainable_token_pos=args.trainable_token_pos,
+                              average_embeddings=args.average_embeddings)
+
+    splits = ("train", "validation", "test")
+    results = {split: classification_metrics(*predictions(loader), len(label_names))
+               for split, loader in zip(splits, loaders)}
+    accuracies = {}
+    for split, key, name in zip(splits, ("train_accuracy", "val_accuracy", "test_accuracy"),
+                                ("Training", "Validation", "Test")):
+        # an empty split has no accuracy: nan, as calc_accuracy_loader says
+        accuracies[key] = results[split]["accuracy"] if results[split]["num_examples"] else float("nan")
+        print(f"{name} accuracy: {accuracies[key] * 100:.2f}%")
+    classification = {split: results[split] for split in ("validation", "test")}
+    print(format_metrics_table(classification, label_names))
+    return accuracies, classification
+
+
+def _write_run_outputs(args, model, cfg, metrics, settings, start):
+    """classifier.pt, the loss, accuracy and confusion-matrix plots, and metrics.json: all of them, or none."""
+    def plot(values_a, values_b, label):
+        # x positions as in the chapter: evaluations spread evenly over the epochs and the examples seen
+        n = len(values_a)
+        epochs, seen = torch.linspace(0, args.num_epochs, n), torch.linspace(0, metrics["examples_seen"], n)
+        return lambda tmp: plot_values(epochs, seen, values_a, values_b, label=label).savefig(tmp, format="png")
+
+    def plot_test_confusion_matrix(tmp):
+        plot_confusion_matrix(metrics["classification_metrics"]["test"]["confusion_matrix"],
+                              settings["label_names"], title="Test confusion matrix").savefig(tmp, format="png")
+
+    def save(tmp):
+        extra = {"trainable_token_pos": args.trainable_token_pos, "lora_rank": args.lora_rank,
+                 "lora_alpha": args.lora_alpha, "average_embeddings": args.average_embeddings,
+                 "disable_causal_mask": args.disable_causal_mask}
+        save_classifier(tmp, model, cfg, settings["label_names"], settings["max_length"], extra,
+                        model_size=None if settings["test_mode"] else args.model_size,
+                        trainable_layers=args.trainable_layers)
+
+    def write_metrics(tmp):
+        metrics["total_seconds"] = time.time() - start
+        metrics["settings"] = settings
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(_json_safe(metrics), f, indent=2, allow_nan=False)
+
+    written = _write_outputs(args.output_dir, {
+        "classifier.pt": save,
+        "loss.png": plot(metrics["train_losses"], metrics["val_losses"], "loss"),
+        "accuracy.png": plot(metrics["train_accs"], metrics["val_accs"], "accuracy"),
+        "confusion_matrix.png": plot_test_confusion_matrix,
+        "metrics.json": write_metrics,  # last: its total_seconds counts the other outputs too
+    })
+    print("Wrote " + ", ".join(written))
+
+
+def predict_main(argv=None):
+    """`train_classifier.py predict --checkpoint DIR "message" ...`: prints label, probability, message."""
+    parser = argparse.ArgumentParser(prog="train_classifier.py predict",
+                                     description="Classify messages with a fine-tuned classifier.")
+    parser.add_argument("messages", nargs="*", help="messages to classify (quote each one)")
+    parser.add_argument("--checkpoint", required=True, help="a training run's output folder or its classifier.pt")
+    parser.add_argument("--file", help="a text file with one message per line")
+    parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default: cpu)")
+    args = parser.parse_args(argv)
+    messages = list(args.messages)
+    try:
+        if args.file:
+            if not os.path.isfile(args.file):
+                raise FileNotFoundError(f"Message file {args.file} does not exist; pass a text file with one "
+                                        "message per line.")
+            with open(args.file, encoding="utf-8") as f:
+                messages += [line.rstrip("\r\n") for line in f if line.strip()]
+        if not messages:
+            raise ValueError("No messages to classify; pass them in quotes after --checkpoint DIR, or --file FILE.")
+        results = predict_from_checkpoint(args.checkpoint, messages, device=args.device)
+    except USER_ERRORS as exc:
+        _print_error(exc)
+        return 1
+    for message, (label, probability) in zip(messages, results):
+        print(f"{label}\t{probability:.4f}\t{message}")
+    return 0
+
+
+def _print_error(exc):
+    """A user error as one line on stderr: "error: <the message>"."""
+    print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+
+
+def _show_warning_line(message, category, filename, lineno, file=None, line=None):
+    """warnings.showwarning for the CLI: "warning: <message>" on stderr."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
+def main(argv=None):
+    """The CLI: returns the exit code (0 ok, 1 user error, 2 bad flags, 130 interrupted)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["predict"]:
+        return predict_main(argv[1:])
+    args = build_arg_parser().parse_args(normalise_flag_spelling(argv))
+    try:
+        with warnings.catch_warnings():
+            if not args.debug:
+                # Warnings for people (e.g. "12 texts were truncated") as one line each, without source lines.
+                warnings.showwarning = _show_warning_line
+            run_training(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("Interrupted: no output files were written.", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        _print_error(exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""The fast trainer: the chapter's results (same losses, accuracies and weights), in a fraction of the time.
+
+The chapter's loop recomputes, every step and every evaluation, the frozen embeddings and blocks whose
+output for a message never changes. The fast trainer runs that frozen prefix once per distinct message,
+caches its output, and trains (and evaluates) only the trainable top on the cached activations. The last
+block is computed only at the one position the loss reads (its key and value weights fold into that query).
+Same loaders, same batches, same random numbers, same printed progress: only less arithmetic.
+"""
+
+import contextlib
+import weakref
+
+import torch
+import torch.nn.functional as F
+
+import gpt_model
+import metrics
+import prediction
+from train_classifier import TRAINABLE_TOKEN_POSITIONS, classify_review, train_classifier_simple
+
+FAST_CACHE_MEMORY_BUDGET = 2 * 1024**3  # bytes; GPT-2 small, 120 tokens: about 0.55 GB for all 1494 SMS
+FAST_PRECISIONS = ("fp32", "bf16")
+_PREFIX_CACHES = weakref.WeakKeyDictionary()  # model -> its cache, so accuracies after training reuse it
+
+
+def make_optimizer(model, lr=5e-5, weight_decay=0.1):
+    """The chapter's AdamW, over the trainable parameters only and fused where PyTorch can: the same update, sooner."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        # One kernel for all tensors instead of a loop over them (on CPU the step then costs about half).
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError):  # no fused AdamW for this device or dtype, or an older PyTorch
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def why_not_fast(model, trainable_token_pos="last", *, average_embeddings=False, ignore_index=-100,
+                 accumulation_steps=1, distributed=False):
+    """"" when the fast trainer gives train_classifier_simple's exact results here, else the reason it does not.
+
+    The one place that decides: the CLI, the trainer and the fast predictions all ask it.
+    """
+    if trainable_token_pos not in TRAINABLE_TOKEN_POSITIONS:
+        raise ValueError(f"Unknown trainable_token_pos {trainable_token_pos!r}; "
+                         f"choose one of {', '.join(TRAINABLE_TOKEN_POSITIONS)}.")
+    # The fast trainer computes the chapter's loss and update only; these switches change one or the other.
+    switches = [name for name, on in (
+        ("average_embeddings", average_embeddings),
+        ("accumulation_steps", accumulation_steps > 1),
+        ("ignore_index", 0 <= ignore_index < model.out_head.out_features),
+        ("several processes (torchrun)", distributed),
+    ) if on]
+    if switches:
+        return f"the fast trainer does not implement {', '.join(switches)}"
+    return _why_not_standard_gpt(model) or _why_not_frozen(model)
+
+
+def _why_not_standard_gpt(model):
+    """Why the shortcuts below do not hold for this model ("" when it is the package's causal GPTModel)."""
+    if type(model).forward is not gpt_model.GPTModel.forward:
+        return f"the model is a {type(model).__name__}, not the package's GPTModel"
+    blocks = list(model.trf_blocks)
+    if any(type(b).forward is not gpt_model.TransformerBlock.forward for b in blocks):
+        return "a transformer block has a forward other than TransformerBlock's"
+    # Causal attention is what lets a message's activations ignore whatever padding follows it.
+    if any(not getattr(b.att, "causal", False) for b in blocks):
+        return "an attention layer is not causal (att.causal is False)"
+    return ""
+
+
+def _why_not_frozen(model):
+    """Why there is no frozen prefix whose output can be cached ("" when there is one)."""
+    if any(p.requires_grad for p in (*model.tok_emb.parameters(), *model.pos_emb.parameters())):
+        return "the embeddings are trainable, so there is no frozen prefix to cache"
+    if any(p.requires_grad for p in model.trf_blocks[0].parameters()):
+        return "the first transformer block trains (e.g. LoRA or all layers), so there is little to cache"
+    # Dropout draws random numbers each step: cached activations could not reproduce them.
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Dropout) and module.p > 0:
+            return f"dropout is on ({name}.p = {module.p}); set drop_rate to 0.0 as the chapter does"
+    return ""
+
+
+def _num_frozen_blocks(model):
+    """How many blocks from the bottom have no trainable parameter (the prefix the cache may hold)."""
+    for i, block in enumerate(model.trf_blocks):
+        if any(p.requires_grad for p in block.parameters()):
+            return i
+    return len(model.trf_blocks)
+
+
+def _prefix_cache(model, device, budget, precision="fp32"):
+    """The model's cache of frozen-prefix activations; a fresh one when frozen weights or settings changed."""
+    num_frozen = _num_frozen_blocks(model)
+    frozen = [*model.tok_emb.parameters(), *model.pos_emb.parameters(),
+              *model.trf_blocks[:num_frozen].parameters()]
+    # A tensor's _version counts its in-place writes (load_state_dict, optimizer steps): a change means stale.
+    signature = (num_frozen, str(device), precision, tuple((id(p), p._version, p.dtype) for p in frozen))
+    cache = _PREFIX_CACHES.get(model)
+    if cache is None or cache["signature"] != signature:
+        cache = {"signature": signature, "num_frozen": num_frozen, "rows": {}, "bytes": 0, "full": False}
+        _PREFIX_CACHES[model] = cache
+    cache["budget"] = budget
+    return cache
+
+
+def _read_positions(input_batch, trainable_token_pos, pad_token_id):
+    """The one position per row the classifier reads, as in select_token_logits (LongTensor [batch])."""
+    b, t = input_batch.shape
+    if trainable_token_pos == "last":
+        return torch.full((b,), t - 1, dtype=torch.long)
+    if trainable_token_pos == "first":
+        return torch.zeros(b, dtype=torch.long)
+    return ((input_batch != pad_token_id).sum(dim=1) - 1).clamp(min=0).long()
+
+
+def _key(tokens):
+    """Cache key of a message: its token ids up to the read position (causal attention looks no further)."""
+    return tokens.to(torch.int64).cpu().numpy().tobytes()
+
+
+def _fill_cache(model, cache, rows, device):
+    """Run the frozen prefix on token-id rows (1-D, any lengths) in length-sorted chunks; cache what fits."""
+    todo = {}
+    for row in rows:
+        if _key(row) not in cache["rows"]:
+            todo[_key(row)] = row
+    rows = sorted(todo.values(), key=len)
+    emb_dim = model.tok_emb.weight.shape[1]
+    start = 0
+    while start < len(rows) and not cache["full"]:
+        # up to 4096 tokens per chunk, counting the padding: big matrix products, little waste (sorted lengths)
+        end = start + 1
+        while end < len(rows) and (end + 1 - start) * len(rows[end]) <= 4096:
+            end += 1
+        chunk = rows[start:end]
+        width = len(chunk[-1])
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)
+        for i, row in enumerate(chunk):
+            ids[i, : len(row)] = row
+        with torch.no_grad():  # not inference_mode: autograd graphs of training steps will use these tensors
+            x = _run_prefix(model, ids.to(device), cache["num_frozen"])
+        for i, row in enumerate(chunk):
+            size = len(row) * emb_dim * x.element_size()
+            if cache["bytes"] + size > cache["budget"]:
+                cache["full"] = True
+                print(f"Fast trainer: the activation cache reached its memory budget "
+                      f"({cache['budget'] / 2**30:.2f} GiB); messages beyond it are recomputed each time "
+                      "(same results, less speed). Raise cache_memory_budget if memory allows.")
+                break
+            cache["rows"][_key(row)] = x[i, : len(row)].clone()
+            cache["bytes"] += size
+        start = end
+
+
+def _warm_cache(model, cache, dataset, trainable_token_pos, pad_token_id, device):
+    """Fill the cache from a dataset's examples in length-sorted chunks (less padding than random batches)."""
+    try:
+        rows = [torch.as_tensor(dataset[i][0]) for i in range(len(dataset))]
+    except (TypeError, IndexError, KeyError):
+        return  # not an indexable (ids, label) dataset: the cache fills batch by batch instead
+    if not rows or any(r.dim() != 1 for r in rows):
+        return
+    if trainable_token_pos == "last" and len({len(r) for r in rows}) > 1:
+        return  # rows padded per batch: the key ("every token up to the last") depends on the batch
+    keys = []
+    for row in rows:
+        pos = int(_read_positions(row[None], trainable_token_pos, pad_token_id)[0])
+        keys.append(row[: pos + 1])
+    _fill_cache(model, cache, keys, device)
+
+
+def _run_prefix(model, ids, num_blocks):
+    """GPTModel.forward's embeddings and its bottom num_blocks blocks on ids [b, t] (dropout is off here)."""
+    x = model.tok_emb(ids) + model.pos_emb(torch.arange(ids.shape[1], device=ids.device))
+    return model.trf_blocks[:num_blocks](x)
+
+
+def _cached_prefix(model, cache, input_batch, pos, device):
+    """Frozen-prefix activations for a batch: [b, max(pos)+1, emb_dim], each row valid up to its position."""
+    rows = [input_batch[i, : int(p) + 1] for i, p in enumerate(pos)]
+    keys = [_key(row) for row in rows]
+    if any(k not in cache["rows"] for k in keys):
+        _fill_cache(model, cache, rows, device)
+    if any(k not in cache["rows"] for k in keys):  # the cache is full: compute this batch's prefix directly
+        with torch.no_grad():
+            return _run_prefix(model, input_batch[:, : int(pos.max()) + 1].to(device), cache["num_frozen"])
+    if len({len(r) for r in rows}) == 1:
+        return torch.stack([cache["rows"][k] for k in keys])
+    out = torch.zeros(len(keys), len(max(rows, key=len)), model.tok_emb.weight.shape[1],
+                      dtype=cache["rows"][keys[0]].dtype, device=device)
+    for i, key in enumerate(keys):  # zeros after a row's position are never read (causal attention)
+        out[i, : len(rows[i])] = cache["rows"][key]
+    return out
+
+
+def _last_block_at(block, x, pos):
+    """A TransformerBlock's output at one position per row: the only position the classifier reads."""
+    att, norm1 = block.att, block.norm1
+    b, t, emb_dim = x.shape
+    pos = pos.to(x.device)
+    x_pos = x[torch.arange(b, device=x.device), pos]
+    queries = att.W_query(norm1(x_pos)).view(b, att.num_heads, att.head_dim)
+    # causal: the query at pos sees positions 0..pos (this also hides the zeros past shorter messages)
+    visible = torch.arange(t, device=x.device)[None, :] <= pos[:, None]
+    if isinstance(att.W_key, torch.nn.Linear) and isinstance(att.W_value, torch.nn.Linear):
+        context = _folded_attention(att, norm1, x, queries, visible)
+    else:  # wrapped projections (LoRA): keys and values of every position, then attention for one query
+        h = norm1(x)
+        keys, values = (z.view(b, t, att.num_heads, att.head_dim).transpose(1, 2)
+                        for z in (att.W_key(h), att.W_value(h)))
+        context = F.scaled_dot_product_attention(queries[:, :, None], keys, values,
+                                                 attn_mask=visible[:, None, None])
+    x_pos = x_pos + att.out_proj(context.reshape(b, emb_dim))
+    return x_pos + block.ff(block.norm2(x_pos))
+
+
+def _folded_attention(att, norm1, x, queries, visible):
+    """One query's attention without projecting every position to keys and values ([b, heads, head_dim]).
+
+    norm1(x) @ W.T = x_hat @ (W * scale).T + W @ shift, with x_hat the frozen normalized input. So the key
+    weights fold into the query and the value weights apply after the weighted sum: per position this costs
+    emb_dim * heads operations, not emb_dim**2. The keys' constant (W_key @ shift + bias) adds the same number
+    to every score, which softmax ignores: its true gradient is 0, and here it is exactly 0.
+    """
+    heads, head_dim = att.num_heads, att.head_dim
+    x_hat = F.layer_norm(x, x.shape[-1:], eps=norm1.eps)  # [b, t, emb]: fixed, as x is
+    w_key = (att.W_key.weight * norm1.scale).view(heads, head_dim, -1)  # [heads, head_dim, emb]
+    w_value = (att.W_value.weight * norm1.scale).view(heads, head_dim, -1)
+    value_bias = att.W_value.weight @ norm1.shift
+    if att.W_value.bias is not None:
+        value_bias = value_bias + att.W_value.bias
+    query_in_x = torch.einsum("bhd,hde->bhe", queries, w_key)
+    scores = (query_in_x @ x_hat.transpose(1, 2)) / head_dim**0.5  # [b, heads, t], the scale SDPA uses
+    weights = torch.softmax(scores.masked_fill(~visible[:, None, :], float("-inf")), dim=-1)
+    mixed = weights @ x_hat  # [b, heads, emb]: the attention-weighted x_hat, before the value weights
+    return torch.einsum("bhe,hde->bhd", mixed, w_value) + value_bias.view(heads, head_dim)
+
+
+def _fast_logits(model, cache, input_batch, device, trainable_token_pos, pad_token_id):
+    """The classifier's logits [batch, classes] at the read position: the cache, then the trainable top."""
+    pos = _read_positions(input_batch, trainable_token_pos, pad_token_id)
+    x = _cached_prefix(model, cache, input_batch, pos, device)
+    num_frozen, blocks = cache["num_frozen"], model.trf_blocks
+    if num_frozen == len(blocks):
+        x_pos = x[torch.arange(x.shape[0], device=x.device), pos.to(x.device)]
+    else:
+        for block in blocks[num_frozen:-1]:  # trainable blocks below the last one need every position
+            x = block(x)
+        x_pos = _last_block_at(blocks[-1], x, pos)
+    return model.out_head(model.final_norm(x_pos))
+
+
+def _autocast(precision, device):
+    """bfloat16 autocast when asked for (opt-in: faster where supported, not bit-comparable), else nothing."""
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _fast_loss_loader(model, cache, data_loader, device, num_batches, token):
+    """calc_loss_loader from the cache: the same batches in the same order, without gradients."""
+    if len(data_loader) == 0:
+        return float("nan")
+    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    total_loss = 0.0
+    for i, (input_batch, target_batch) in enumerate(data_loader):
+        if i >= num_batches:
+            break
+        with torch.inference_mode():
+            logits = _fast_logits(model, cache, input_batch, device, **token)
+            total_loss += F.cross_entropy(logits.float(), target_batch.to(device)).item()
+    return total_loss / num_batches
+
+
+def calc_accuracy_loader_fast(data_loader, model, device, num_batches=None, *, trainable_token_pos="last",
+                              pad_token_id=50256, precision="fp32",
+                              cache_memory_budget=FAST_CACHE_MEMORY_BUDGET):
+    """calc_accuracy_loader's result, reusing (and growing) the fast trainer's cache of frozen activations."""
+    targets, predictions = predict_labels_fast(data_loader, model, device, num_batches,
+                                               trainable_token_pos=trainable_token_pos, pad_token_id=pad_token_id,
+                                               precision=precision, cache_memory_budget=cache_memory_budget)
+    return _accuracy(targets, predictions)
+
+
+def predict_labels_fast(data_loader, model, device, num_batches=None, *, trainable_token_pos="last",
+                        pad_token_id=50256, precision="fp32", cache_memory_budget=FAST_CACHE_MEMORY_BUDGET):
+    """(targets, predicted labels) as CPU tensors, the full model's predictions read from the fast cache.
+
+    For accuracies and confusion matrices after the fast trainer: its cache already holds the frozen blocks'
+    activations, so only the trainable top runs. Where the cache would not be exact, the whole model runs.
+    """
+    token = {"trainable_token_pos": trainable_token_pos, "pad_token_id": pad_token_id}
+    reason = why_not_fast(model, trainable_token_pos)
+    if reason:
+        print(f"Fast predictions not used: {reason}; running the whole model.")
+        return metrics.predict_labels(model, data_loader, device, num_batches, **token)
+    cache = _prefix_cache(model, device, cache_memory_budget, precision)
+    if num_batches is None:  # every example will be read: compute the new ones in length-sorted chunks
+        with _autocast(precision, device):
+            _warm_cache(model, cache, data_loader.dataset, trainable_token_pos, pad_token_id, device)
+    return _fast_predictions(model, cache, data_loader, device, num_batches, token, precision)
+
+
+def _accuracy(targets, predictions):
+    """Fraction of predictions equal to the targets; nan for none (as calc_accuracy_loader)."""
+    num_examples = len(targets)
+    return (predictions == targets).sum().item() / num_examples if num_examples else float("nan")
+
+
+def _fast_predictions(model, cache, data_loader, device, num_batches, token, precision):
+    """(targets, predictions) from the cache: the same batches in the same order, under inference_mode."""
+    model.eval()
+    targets, predictions = [], []
+    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    for i, (input_batch, target_batch) in enumerate(data_loader):
+        if i >= num_batches:
+            break
+        with torch.inference_mode(), _autocast(precision, device):
+            logits = _fast_logits(model, cache, input_batch, device, **token)
+        predictions.append(torch.argmax(logits, dim=-1).cpu())
+        targets.append(target_batch.cpu())
+    if not targets:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    return torch.cat(targets), torch.cat(predictions)
+
+
+def train_classifier_fast(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq,
+                          eval_iter, *, trainable_token_pos="last", pad_token_id=50256, precision="fp32",
+                          cache_memory_budget=FAST_CACHE_MEMORY_BUDGET):
+    """train_classifier_simple's results and printout, sooner: the frozen prefix runs once per message.
+
+    Falls back to train_classifier_simple (and says why) when the prefix is not frozen or dropout is on.
+    precision="bf16" runs under bfloat16 autocast: faster on CPUs with bf16 units (AMX), not exact.
+    """
+    if precision not in FAST_PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(FAST_PRECISIONS)}.")
+    token = {"trainable_token_pos": trainable_token_pos, "pad_token_id": pad_token_id}
+    reason = why_not_fast(model, trainable_token_pos)
+    if reason:
+        print(f"Fast trainer not used: {reason}. Running the chapter's loop (train_classifier_simple) instead"
+              + (" in fp32." if precision != "fp32" else "."))
+        return train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
+                                       eval_freq, eval_iter, **token)
+    cache = _prefix_cache(model, device, cache_memory_budget, precision)
+    with _autocast(precision, device):  # bf16 also runs the frozen prefix in bf16: that is most of the work
+        _warm_cache(model, cache, train_loader.dataset, trainable_token_pos, pad_token_id, device)
+
+    # The chapter's loop line by line, iterating the same loaders the same way: same batches, same RNG draws.
+    train_losses, val_losses, train_accs, val_accs = [], [], [], []
+    examples_seen, global_step = 0, -1
+    for epoch in range(num_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            with _autocast(precision, device):
+                logits = _fast_logits(model, cache, input_batch, device, **token)
+            loss = F.cross_entropy(logits.float(), target_batch.to(device))
+            loss.backward()
+            optimizer.step()
+            examples_seen += input_batch.shape[0]
+            global_step += 1
+            if global_step % eval_freq == 0:
+                model.eval()
+                with _autocast(precision, device):
+                    train_loss = _fast_loss_loader(model, cache, train_loader, device, eval_iter, token)
+                    val_loss = _fast_loss_loader(model, cache, val_loader, device, eval_iter, token)
+                model.train()
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                print(f"Ep {epoch + 1} (Step {global_step:06d}): "
+                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+        train_accuracy = _accuracy(*_fast_predictions(model, cache, train_loader, device, eval_iter, token, precision))
+        val_accuracy = _accuracy(*_fast_predictions(model, cache, val_loader, device, eval_iter, token, precision))
+        print(f"Training accuracy: {train_accuracy * 100:.2f}% | "
+              f"Validation accuracy: {val_accuracy * 100:.2f}%")
+        train_accs.append(train_accuracy)
+        val_accs.append(val_accuracy)
+    return train_losses, val_losses, train_accs, val_accs, examples_seen
+
+
+def classify_reviews_fast(texts, model, tokenizer, device, max_length=None, pad_token_id=50256, *,
+                          trainable_token_pos="last", batch_size=32):
+    """classify_review's answers for many messages: batched, last block only where the classifier reads."""
+    if _why_not_standard_gpt(model):
+        return [classify_review(text, model, tokenizer, device, max_length, pad_token_id,
+                                trainable_token_pos=trainable_token_pos) for text in texts]
+    model.eval()
+    context_length = model.pos_emb.weight.shape[0]
+    rows, lengths = [], []
+    for text in texts:  # the same ids classify_review builds, padding included
+        ids = prediction.encode_for_classifier(text, tokenizer, context_length, max_length, pad_token_id)
+        lengths.append(sum(1 for t in ids if t != pad_token_id))  # sort key: the real tokens (not the padding)
+        rows.append(torch.tensor(ids or [pad_token_id], dtype=torch.long))  # empty text: read one pad token
+    # sorted by length, a batch holds messages of about one size: little padding to compute
+    order = sorted(range(len(rows)), key=lambda i: lengths[i])
+    labels = [None] * len(rows)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start: start + batch_size]
+        pos = torch.tensor([len(rows[i]) - 1 for i in chunk])  # "last" without max_length: each its own last
+        ids = torch.full((len(chunk), int(pos.max()) + 1), pad_token_id, dtype=torch.long)
+        for k, i in enumerate(chunk):
+            ids[k, : len(rows[i])] = rows[i]
+        if trainable_token_pos != "last":
+            pos = _read_positions(ids, trainable_token_pos, pad_token_id)
+        with torch.inference_mode():
+            ids = ids[:, : int(pos.max()) + 1].to(device)  # causal: nothing after the read position matters
+            x = _last_block_at(model.trf_blocks[-1], _run_prefix(model, ids, len(model.trf_blocks) - 1), pos)
+            predicted = torch.argmax(model.out_head(model.final_norm(x)), dim=-1)
+        for i, label in zip(chunk, predicted.tolist()):
+            labels[i] = "spam" if label == 1 else "not spam"
+    return labels
