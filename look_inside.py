@@ -14,6 +14,7 @@ import torch
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
+from prediction import encode_for_classifier
 from train_classifier import select_token_logits
 
 PAD_TOKEN_ID = 50256  # GPT-2's <|endoftext|>, the chapter's padding token
@@ -25,13 +26,9 @@ SPAM = 1
 # ---------------------------------------------------------------------------------------------------------
 
 
-def encode_message(text, tokenizer, max_length=None, pad_token_id=PAD_TOKEN_ID):
-    """The ids the classifier reads: cut to max_length and padded to it (as in training); unpadded when None."""
-    ids = tokenizer.encode(str(text), disallowed_special=())  # "<|endoftext|>" typed in an SMS is plain text
-    if max_length is None:
-        return ids or [pad_token_id]  # an empty message still needs one position to read
-    ids = ids[:max_length]
-    return ids + [pad_token_id] * (max_length - len(ids))
+def encode_message(text, tokenizer, max_length=None, pad_token_id=PAD_TOKEN_ID, context_length=1024):
+    """The ids the classifier reads (prediction's encoding): cut to max_length and padded to it; unpadded when None."""
+    return encode_for_classifier(text, tokenizer, context_length, max_length, pad_token_id) or [pad_token_id]
 
 
 def num_message_tokens(ids, pad_token_id=PAD_TOKEN_ID):

@@ -25,10 +25,11 @@ from sklearn.metrics import accuracy_score, f1_score
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import gpt_download  # noqa: E402  (after the sys.path line, so the script runs from anywhere)
-import look_inside  # noqa: E402
-import spam_dataset  # noqa: E402
-from baseline import fit_tfidf_baseline  # noqa: E402
+import gpt_download  # after the sys.path line, so the script runs from anywhere
+import look_inside
+import spam_dataset
+from baseline import fit_tfidf_baseline
+from checkpoints import load_classifier
 
 CHAPTER_TEST_ACCURACY = 0.9567  # GPT-2 small, pretrained, the chapter's settings (the book's figure)
 
@@ -70,10 +71,9 @@ def gpt_row(name, flags, data_path, work_dir, data):
     subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     test = metrics["classification_metrics"]["test"]
-    checkpoint = torch.load(out / "classifier.pt", map_location="cpu", weights_only=True)
-    model = _model_from_checkpoint(checkpoint)
+    model, info = load_classifier(out)
     tokenizer = gpt_download.get_gpt2_tokenizer()
-    max_length = checkpoint["max_length"]
+    max_length = info["max_length"]
     texts = data["test"][0][:64]  # enough for a steady speed; the whole split takes long for GPT-2 small
 
     def predict(batch):
@@ -83,17 +83,6 @@ def gpt_row(name, flags, data_path, work_dir, data):
     return {"model": name, "val_acc": metrics["val_accuracy"], "test_acc": metrics["test_accuracy"],
             "test_f1": test["f1"], "train_seconds": metrics["training_seconds"],
             "per_second": messages_per_second(predict, texts, repeats=1)}
-
-
-def _model_from_checkpoint(checkpoint):
-    """The classifier GPTModel of a train_classifier.py checkpoint (plain runs: no LoRA, causal mask on)."""
-    import gpt_model
-
-    cfg = checkpoint["config"]
-    model = gpt_model.GPTModel(cfg)
-    model.out_head = torch.nn.Linear(cfg["emb_dim"], checkpoint["num_classes"])
-    model.load_state_dict(checkpoint["model_state_dict"])
-    return model.eval()
 
 
 def markdown(rows):

@@ -21,10 +21,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import gpt_download  # noqa: E402  (after the sys.path line, so the script runs from anywhere)
-import look_inside  # noqa: E402
-import spam_dataset  # noqa: E402
-from checkpoints import load_classifier  # noqa: E402
+import gpt_download  # after the sys.path line, so the script runs from anywhere
+import look_inside
+import spam_dataset
+from checkpoints import load_classifier
 
 
 def deletion_figures(model, rows, k, keep_length, token_pos):

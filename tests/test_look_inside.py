@@ -1,8 +1,18 @@
 """Helpers that look inside the classifier: attributions, attention, thresholds, the explain CLI."""
 
 import pytest
+import torch
 
 import look_inside
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine idle-spinning threads cost a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_occlusion_scores_on_a_toy_score_fn():
@@ -34,8 +44,6 @@ def one_token_model():
     Every token has the same embedding except KEY_TOKEN, which adds one direction; the first block attends
     uniformly (zero queries and keys) and copies that direction to every later position; the head reads it.
     """
-    import torch
-
     import gpt_model
 
     torch.manual_seed(0)
@@ -74,8 +82,6 @@ def test_attributions_point_at_the_token_the_model_depends_on(method, token_pos)
 
 
 def test_integrated_gradients_add_up_to_the_log_odds_change():
-    import torch
-
     import gpt_model
 
     torch.manual_seed(1)
@@ -111,8 +117,6 @@ def test_deletion_check_top_token_beats_random_tokens():
 
 
 def test_recomputed_attention_reproduces_the_attention_output():
-    import torch
-
     import gpt_model
 
     torch.manual_seed(2)
@@ -135,8 +139,6 @@ def test_recomputed_attention_reproduces_the_attention_output():
 
 
 def test_padding_share_uniform_attention_and_flexible():
-    import torch
-
     model = one_token_model()  # uniform attention in block 0
     pad = look_inside.PAD_TOKEN_ID
     batch = torch.tensor([[1, 2, 3, pad, pad, pad, pad, pad], [1, 2, 3, 4, 5, 6, pad, pad]])
@@ -221,11 +223,51 @@ def test_figures_build(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    import torch
-
     labels, p = _scores(n=60)
     look_inside.plot_threshold(labels, p, threshold=0.7).savefig(tmp_path / "t.png")
     look_inside.plot_token_attributions(["Win", " a", " prize"] * 30, [0.3, -0.1, 0.2] * 30).savefig(tmp_path / "a.png")
     rows = look_inside.read_attention(one_token_model(), torch.tensor([[1, 2, KEY_TOKEN, 3]]))[0]
     look_inside.plot_read_attention(rows, ["a", "b", "c", "d"]).savefig(tmp_path / "r.png")
     assert all((tmp_path / name).stat().st_size > 0 for name in ("t.png", "a.png", "r.png"))
+
+
+# --- the explain subcommand -------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path):
+    """A saved one-token classifier, padded to 12 tokens, as a training run's output folder."""
+    import gpt_model
+    from checkpoints import save_classifier
+
+    out = tmp_path / "run"
+    out.mkdir()
+    save_classifier(out / "classifier.pt", one_token_model(), gpt_model.TINY_CONFIG, label_names=["ham", "spam"],
+                    max_length=12)
+    return out
+
+
+def test_explain_cli_ranks_the_token_the_model_depends_on(tiny_checkpoint, tmp_path, capsys):
+    import cli
+    from gpt_download import get_gpt2_tokenizer
+
+    key = get_gpt2_tokenizer().decode([KEY_TOKEN])
+    figure = tmp_path / "why.png"
+    message = f"hello{key} there friend"
+    assert cli.main(["explain", "--checkpoint", str(tiny_checkpoint), "--output", str(figure), message]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("spam\tP(spam) 0.9")
+    assert lines[2].endswith(repr(key))  # the top-ranked token
+    assert figure.stat().st_size > 0 and lines[-1] == f"Wrote {figure}"
+    assert cli.main(["explain", "--checkpoint", str(tiny_checkpoint), "--method", "integrated_gradients",
+                     "--top", "1", message]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[2].endswith(repr(key))
+
+
+def test_explain_cli_missing_checkpoint_is_one_error_line(tmp_path, capsys):
+    import cli
+
+    assert cli.main(["explain", "--checkpoint", str(tmp_path / "nowhere"), "free prize"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "nowhere" in err[0]
