@@ -277,6 +277,7 @@ def plot_read_attention(rows, tokens, title="Attention of the read position"):
     axes[0].set_xticks([])
     axes[0].set_title(title)
     fig.tight_layout()
+    plt.close(fig)  # a notebook shows the returned figure once; scripts keep no open figures
     return fig
 
 
@@ -413,6 +414,7 @@ def plot_threshold(labels, p_spam, threshold=None, n_bins=10, title=""):
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
+    plt.close(fig)  # a notebook shows the returned figure once; scripts keep no open figures
     return fig
 
 
@@ -453,12 +455,15 @@ def plot_token_attributions(tokens, scores, title="", line_chars=60):
         width += len(shown)
     lines.append(line)
     char_inches = 0.6 * 10 / 72  # a monospace character at 10 points is about 0.6 em wide
-    fig = plt.figure(figsize=(line_chars * char_inches + 0.4, 0.3 * len(lines) + 0.8))
-    ax = fig.add_axes((0.2 / fig.get_figwidth(), 0.05, line_chars * char_inches / fig.get_figwidth(), 0.7))
+    height = 0.3 * len(lines) + 0.9  # inches: the lines, and room for the two-line title above them
+    fig = plt.figure(figsize=(line_chars * char_inches + 0.4, height))
+    ax = fig.add_axes((0.2 / fig.get_figwidth(), 0.1 / height, line_chars * char_inches / fig.get_figwidth(),
+                       0.3 * len(lines) / height))
     for row, items in enumerate(lines):
         for start, shown, score in items:
             ax.text(start / line_chars, 1 - (row + 0.5) / len(lines), shown, family="monospace", fontsize=10,
                     va="center", bbox={"facecolor": _colour(score, largest), "edgecolor": "none", "pad": 1})
     ax.set_axis_off()
     ax.set_title(title + "\n(red: pushes towards spam, blue: towards ham)", fontsize=10)
+    plt.close(fig)  # a notebook shows the returned figure once; scripts keep no open figures
     return fig
