@@ -250,10 +250,11 @@ def test_fast_run_takes_its_final_metrics_from_the_cache(tmp_path, monkeypatch, 
     result = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert result["settings"]["trainer"] == "fast" and len(optimizers) == 1  # the fast run's optimizer
     assert len(checked) == 3  # train, validation and test, each predicted once
-    for (fast, full, chapter_accuracy), split in zip(checked, ("train", "val", "test")):
-        # the whole model's predictions (the training loader shuffles: compare counts, not order)
-        assert metrics.classification_metrics(*fast) == metrics.classification_metrics(*full)
-        assert result[f"{split}_accuracy"] == pytest.approx(chapter_accuracy)  # the chapter's accuracy
+    for (fast, full, chapter_accuracy), split in zip(checked[1:], ("val", "test")):
+        # the whole model's predictions, and the chapter's accuracy (the training loader shuffles and drops its
+        # last batch, so each pass over it sees other examples: validation and test only)
+        assert all(torch.equal(a, b) for a, b in zip(fast, full))
+        assert result[f"{split}_accuracy"] == pytest.approx(chapter_accuracy)
     assert [metrics.classification_metrics(*fast)["confusion_matrix"] for fast, _, _ in checked[1:]] == [
         result["classification_metrics"][split]["confusion_matrix"] for split in ("validation", "test")]
     assert cli.main(quick_args(tmp_path, "--trainer", "simple")) == 0
@@ -359,3 +360,14 @@ def test_own_csv_with_named_columns_and_encoding(tmp_path, capsys):
     assert metrics["settings"]["text_column"] == "sms" and metrics["settings"]["encoding"] == "latin-1"
     _, info = checkpoints.load_classifier(tmp_path / "out")
     assert info["label_names"] == ["ham", "spam"]
+
+
+def test_metrics_are_strict_json():
+    import json
+
+    import numpy as np
+
+    safe = cli._json_safe({"loss": float("nan"), "accs": [0.5, float("inf")], "t": torch.tensor([1, 2]),
+                          "n": np.int64(3), "name": "x"})
+    assert json.loads(json.dumps(safe, allow_nan=False)) == {"loss": None, "accs": [0.5, None], "t": [1, 2],
+                                                             "n": 3, "name": "x"}
