@@ -5,6 +5,8 @@ import torch
 
 import look_inside
 
+from tiny import tiny_classifier, tiny_model
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -82,12 +84,7 @@ def test_attributions_point_at_the_token_the_model_depends_on(method, token_pos)
 
 
 def test_integrated_gradients_add_up_to_the_log_odds_change():
-    import gpt_model
-
-    torch.manual_seed(1)
-    model = gpt_model.GPTModel(gpt_model.TINY_CONFIG)
-    model.out_head = torch.nn.Linear(gpt_model.TINY_CONFIG["emb_dim"], 2)
-    model.eval()
+    model = tiny_classifier(seed=1).eval()
     ids = [101, 202, 303, 404, look_inside.PAD_TOKEN_ID, look_inside.PAD_TOKEN_ID]
     scores = look_inside.gradient_attributions(model, ids, steps=400)
     batch = torch.tensor([ids])
@@ -117,10 +114,7 @@ def test_deletion_check_top_token_beats_random_tokens():
 
 
 def test_recomputed_attention_reproduces_the_attention_output():
-    import gpt_model
-
-    torch.manual_seed(2)
-    model = gpt_model.GPTModel(gpt_model.TINY_CONFIG).eval()
+    model = tiny_model(seed=2).eval()
     batch = torch.randint(0, 1000, (2, 9))
     seen = {}
     block = model.trf_blocks[1]
