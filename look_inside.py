@@ -128,7 +128,7 @@ def _spam_log_odds(logits):
 
 
 def gradient_attributions(model, ids, *, method="integrated_gradients", steps=32, trainable_token_pos="last",
-                          pad_token_id=PAD_TOKEN_ID, average_embeddings=False):
+                          pad_token_id=PAD_TOKEN_ID, average_embeddings=False, step_batch=8):
     """Per message token: its share of the spam log-odds, from gradients on the token embeddings.
 
     "grad_x_input": gradient x embedding, one backward pass. "integrated_gradients": the gradient averaged
@@ -146,14 +146,17 @@ def gradient_attributions(model, ids, *, method="integrated_gradients", steps=32
     mask[:n] = 1.0  # only the message's tokens move along the path
     alphas = torch.linspace(1.0 / steps, 1.0, steps, device=device) if method == "integrated_gradients" \
         else torch.ones(1, device=device)
-    path = embeddings * (1 - mask) + (alphas.view(-1, 1, 1) * embeddings) * mask  # [steps, t, d]
-    path.requires_grad_(True)
     model.eval()
-    logits = select_token_logits(_forward_with_embeddings(model, batch.expand(len(alphas), -1), path),
-                                 batch.expand(len(alphas), -1), trainable_token_pos, pad_token_id,
-                                 average_embeddings)
-    (grads,) = torch.autograd.grad(_spam_log_odds(logits).sum(), path)
-    scores = (grads.mean(dim=0) * embeddings).sum(dim=-1)  # Riemann sum of the path integral, per token
+    total = torch.zeros_like(embeddings)
+    for chunk in alphas.split(step_batch):  # a few steps at a time: GPT-2 small's activations are large
+        path = embeddings * (1 - mask) + (chunk.view(-1, 1, 1) * embeddings) * mask  # [steps, t, d]
+        path.requires_grad_(True)
+        inputs = batch.expand(len(chunk), -1)
+        logits = select_token_logits(_forward_with_embeddings(model, inputs, path), inputs, trainable_token_pos,
+                                     pad_token_id, average_embeddings)
+        (grads,) = torch.autograd.grad(_spam_log_odds(logits).sum(), path)
+        total += grads.sum(dim=0)
+    scores = (total / len(alphas) * embeddings).sum(dim=-1)  # Riemann sum of the path integral, per token
     return scores[:n].detach().cpu().tolist()
 
 

@@ -10,8 +10,8 @@ Pretrained GPT-2 cannot be measured here (no weights, no network): its row quote
 """
 
 import argparse
+import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -105,14 +105,19 @@ def main(argv=None):
     parser.add_argument("--data", default=None, help="the SMS data (default: ../shared's zip)")
     parser.add_argument("--gpt2-small-random", action="store_true",
                         help="also train GPT-2 small's shape with random weights (minutes)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for the prediction timings (default 1: on a shared machine more threads "
+                             "spin idle and cost more than they save)")
     parser.add_argument("--no-gpt", action="store_true", help="baseline rows only")
+    parser.add_argument("--work-dir", default=None,
+                        help="keep the splits and the GPT runs' output folders here (default: a temporary folder)")
     args = parser.parse_args(argv)
     data_path = args.data or spam_dataset.find_shared_sms_zip()
     if data_path is None:
         print("error: the SMS data was not found; pass --data PATH (the UCI zip or its TSV).", file=sys.stderr)
         return 1
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-    with tempfile.TemporaryDirectory() as work:
+    torch.set_num_threads(args.threads)
+    with (contextlib.nullcontext(args.work_dir) if args.work_dir else tempfile.TemporaryDirectory()) as work:
         balanced = read_split(spam_dataset.prepare_spam_splits(data_path, Path(work) / "balanced", verbose=False))
         full = read_split(spam_dataset.prepare_spam_splits(data_path, Path(work) / "full", balance=False,
                                                            verbose=False))

@@ -61,7 +61,9 @@ def main(argv=None):
     parser.add_argument("--data", default=None, help="the SMS data (default: ../shared's zip)")
     parser.add_argument("--k", type=int, default=3, help="tokens deleted per message")
     parser.add_argument("--max-spam", type=int, default=None, help="check only the first N test spam messages")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     data = args.data or spam_dataset.find_shared_sms_zip()
     if data is None:
         print("error: the SMS data was not found; pass --data PATH (the UCI zip or its TSV).", file=sys.stderr)
