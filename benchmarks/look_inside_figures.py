@@ -47,8 +47,8 @@ def padding_figures(model, tokenizer, texts, max_length):
     batch = torch.tensor([look_inside.encode_message(t, tokenizer, max_length) for t in texts])
     table = {}
     for pos in ("last", "flexible"):
-        parts = [look_inside.pad_attention_share(model, chunk, pos) for chunk in batch.split(50)]
-        weights = [len(chunk) for chunk in batch.split(50)]
+        parts = [look_inside.pad_attention_share(model, chunk, pos) for chunk in batch.split(16)]
+        weights = [len(chunk) for chunk in batch.split(16)]
         table[f"read: {pos}"] = np.average([p["attention_on_padding"] for p in parts], axis=0, weights=weights)
     frame = pd.DataFrame(table, index=[f"layer {i + 1}" for i in range(len(table["read: last"]))])
     frame["padding share"] = (batch == look_inside.PAD_TOKEN_ID).float().mean().item()
