@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, f1_score
+from threadpoolctl import threadpool_limits
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -106,7 +107,7 @@ def main(argv=None):
     parser.add_argument("--gpt2-small-random", action="store_true",
                         help="also train GPT-2 small's shape with random weights (minutes)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for the prediction timings (default 1: on a shared machine more threads "
+                        help="torch and BLAS threads for the prediction timings (default 1: on a shared machine more threads "
                              "spin idle and cost more than they save)")
     parser.add_argument("--no-gpt", action="store_true", help="baseline rows only")
     parser.add_argument("--work-dir", default=None,
@@ -117,6 +118,7 @@ def main(argv=None):
         print("error: the SMS data was not found; pass --data PATH (the UCI zip or its TSV).", file=sys.stderr)
         return 1
     torch.set_num_threads(args.threads)
+    threadpool_limits(limits=args.threads)  # numpy's BLAS too (the baseline's predict_proba)
     with (contextlib.nullcontext(args.work_dir) if args.work_dir else tempfile.TemporaryDirectory()) as work:
         balanced = read_split(spam_dataset.prepare_spam_splits(data_path, Path(work) / "balanced", verbose=False))
         full = read_split(spam_dataset.prepare_spam_splits(data_path, Path(work) / "full", balance=False,
