@@ -306,11 +306,15 @@ def create_balanced_dataset(df):
         raise DataError(f"column 'Label' holds one class only ({only}); balancing (and a classifier) needs at "
                         f"least two, so add examples of the other class(es)")
     num_smallest = int(counts.min())
-    # Sorted class order makes the SMS data come out exactly as the chapter's: 747 sampled ham, then the spam.
+    labels = sorted(counts.index, key=str)
+    # The chapter keeps the spam rows as they are and samples ham to their number (a shuffle when the counts are
+    # equal): here the last smallest class plays spam's part. Sorted order gives the chapter's rows for the SMS
+    # data: 747 sampled ham, then the spam.
+    reference = [label for label in labels if counts[label] == num_smallest][-1]
     parts = []
-    for label in sorted(counts.index, key=str):
+    for label in labels:
         subset = df[df["Label"] == label]
-        parts.append(subset.sample(num_smallest, random_state=123) if len(subset) > num_smallest else subset)
+        parts.append(subset if label == reference else subset.sample(num_smallest, random_state=123))
     return pd.concat(parts)
 
 

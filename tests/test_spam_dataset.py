@@ -367,3 +367,11 @@ def test_loaders_are_seeded_and_accept_a_max_length_cap(tmp_path, tokenizer):
     order1 = [y.tolist() for _, y in sd.create_data_loaders(*paths3, tokenizer, batch_size=4)[0]]
     order2 = [y.tolist() for _, y in sd.create_data_loaders(*paths3, tokenizer, batch_size=4)[0]]
     assert order1 == order2
+
+
+def test_balancing_equal_classes_samples_ham_as_the_chapter_does():
+    # The chapter always samples ham to the number of spam: with equal counts that is a shuffle of the ham rows.
+    df = pd.DataFrame({"Label": ["ham", "spam"] * 20, "Text": [f"message {i}" for i in range(40)]})
+    num_spam = (df["Label"] == "spam").sum()
+    chapter = pd.concat([df[df["Label"] == "ham"].sample(num_spam, random_state=123), df[df["Label"] == "spam"]])
+    pd.testing.assert_frame_equal(sd.create_balanced_dataset(df), chapter)
