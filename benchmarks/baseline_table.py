@@ -4,7 +4,7 @@
     python benchmarks/baseline_table.py --gpt2-small-random   # also GPT-2 small's shape, random weights
                                                               # (about 3 minutes on 2 CPU cores)
 
-Every measured row uses the real SMS data (../shared's zip or --data) and the chapter's balanced 70/10/20
+Every measured row uses the real SMS data ($SMS_SPAM_ZIP, data/'s download, or --data) and the chapter's balanced 70/10/20
 split (prepare_spam_splits, the same rows train_classifier.py uses); "full data" rows skip the balancing.
 Pretrained GPT-2 cannot be measured here (no weights, no network): its row quotes the chapter.
 """
@@ -103,7 +103,7 @@ def markdown(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=None, help="the SMS data (default: ../shared's zip)")
+    parser.add_argument("--data", default=None, help="the SMS data (default: $SMS_SPAM_ZIP, else data/'s download)")
     parser.add_argument("--gpt2-small-random", action="store_true",
                         help="also train GPT-2 small's shape with random weights (minutes)")
     parser.add_argument("--threads", type=int, default=1,
@@ -113,9 +113,10 @@ def main(argv=None):
     parser.add_argument("--work-dir", default=None,
                         help="keep the splits and the GPT runs' output folders here (default: a temporary folder)")
     args = parser.parse_args(argv)
-    data_path = args.data or spam_dataset.find_shared_sms_zip()
+    data_path = args.data or spam_dataset.find_local_sms_zip()
     if data_path is None:
-        print("error: the SMS data was not found; pass --data PATH (the UCI zip or its TSV).", file=sys.stderr)
+        print("error: the SMS data was not found; pass --data PATH (the UCI zip or its TSV) or set SMS_SPAM_ZIP.",
+              file=sys.stderr)
         return 1
     torch.set_num_threads(args.threads)
     threadpool_limits(limits=args.threads)  # numpy's BLAS too (the baseline's predict_proba)

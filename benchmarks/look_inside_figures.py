@@ -4,7 +4,7 @@
         --num-epochs 5 --lr 1e-3 --output-dir outputs/tiny
     python benchmarks/look_inside_figures.py --checkpoint outputs/tiny [--max-spam 30]
 
-Uses the chapter's balanced split of the real SMS data (../shared's zip or --data). The figures describe the
+Uses the chapter's balanced split of the real SMS data ($SMS_SPAM_ZIP, data/'s download, or --data). The figures describe the
 classifier in the checkpoint: a tiny or random-weight model tells about itself, not about pretrained GPT-2.
 """
 
@@ -58,15 +58,16 @@ def padding_figures(model, tokenizer, texts, max_length):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a training run's output folder or its classifier.pt")
-    parser.add_argument("--data", default=None, help="the SMS data (default: ../shared's zip)")
+    parser.add_argument("--data", default=None, help="the SMS data (default: $SMS_SPAM_ZIP, else data/'s download)")
     parser.add_argument("--k", type=int, default=3, help="tokens deleted per message")
     parser.add_argument("--max-spam", type=int, default=None, help="check only the first N test spam messages")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    data = args.data or spam_dataset.find_shared_sms_zip()
+    data = args.data or spam_dataset.find_local_sms_zip()
     if data is None:
-        print("error: the SMS data was not found; pass --data PATH (the UCI zip or its TSV).", file=sys.stderr)
+        print("error: the SMS data was not found; pass --data PATH (the UCI zip or its TSV) or set SMS_SPAM_ZIP.",
+              file=sys.stderr)
         return 1
     model, info = load_classifier(args.checkpoint)
     max_length = info["max_length"] or 120  # a flexible run pads per batch: measure it at the chapter's 120

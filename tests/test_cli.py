@@ -371,3 +371,22 @@ def test_metrics_are_strict_json():
                           "n": np.int64(3), "name": "x"})
     assert json.loads(json.dumps(safe, allow_nan=False)) == {"loss": None, "accs": [0.5, None], "t": [1, 2],
                                                              "n": 3, "name": "x"}
+
+
+@pytest.mark.parametrize("trainer", ["fast", "simple"])
+def test_messages_longer_than_the_context_are_cut_with_a_warning(tmp_path, capsys, trainer):
+    import pandas as pd
+
+    import spam_dataset
+
+    rows = spam_dataset.make_synthetic_spam_data(n_per_class=20)
+    long_text = "win a free prize now " * 300  # about 1500 tokens: more than the model's 1024 positions
+    rows = pd.concat([rows, pd.DataFrame({"Label": ["spam", "ham"] * 5, "Text": [long_text] * 10})])
+    data = tmp_path / "long.csv"
+    rows.to_csv(data, index=False)
+    assert cli.main(quick_args(tmp_path, "--trainer", trainer, "--batch-size", "4", data=data)) == 0
+    captured = capsys.readouterr()
+    assert "longer than the model's context" in captured.out and "truncating to 1024 tokens" in captured.out
+    assert "were longer than max_length=1024 tokens and were truncated" in captured.err
+    info = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert info["settings"]["max_length"] == 1024

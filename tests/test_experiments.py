@@ -1,5 +1,6 @@
 """The bonus experiments' switches: LoRA, what trains, the token that classifies, the causal mask (tiny model)."""
 
+
 import json
 
 import pytest
@@ -12,13 +13,13 @@ import gpt_model
 import prediction
 import train_classifier as tc
 
-from tiny import tiny_classifier
+from tiny import tiny_classifier, tiny_model
 
 
 def test_lora_layer_starts_as_identity_update_and_is_scaled_by_alpha_over_rank():
     torch.manual_seed(0)
     linear = torch.nn.Linear(6, 4)
-    wrapped = experiments.LinearWithLoRA(linear, rank=2, alpha=8)
+    wrapped = experiments.LinearWithLoRA(linear, rank=2, alpha=8, scaling="alpha_over_rank")
     x = torch.randn(3, 6)
     assert torch.equal(wrapped(x), linear(x))  # B = 0: fine-tuning starts from the pretrained function
     assert wrapped.lora.A.shape == (6, 2) and wrapped.lora.B.shape == (2, 4)
@@ -43,7 +44,7 @@ def test_apply_lora_wraps_every_linear_and_trains_only_lora():
     assert trainable and all(n.endswith(("lora.A", "lora.B")) for n in trainable)
     assert len(trainable) == 2 * n_linear
     assert torch.allclose(model(ids), before)  # unchanged until trained
-    assert experiments.lora_settings(model) == {"lora_rank": 4, "lora_alpha": 8.0}
+    assert experiments.lora_settings(model) == {"lora_rank": 4, "lora_alpha": 8.0, "lora_scaling": "alpha"}
     trainable_count, total = experiments.count_trainable_parameters(model)
     assert 0 < trainable_count < total / 10
     experiments.apply_lora(model, rank=4, alpha=8)  # applying twice must not wrap twice
@@ -73,7 +74,7 @@ def test_lora_classifier_saves_and_loads_with_the_same_logits(tmp_path):
     checkpoints.save_classifier(path, model, gpt_model.TINY_CONFIG, label_names=("ham", "spam"), max_length=9,
                        trainable_layers="lora", extra=experiments.lora_settings(model))
     loaded, info = checkpoints.load_classifier(tmp_path)
-    assert experiments.lora_settings(loaded) == {"lora_rank": 2, "lora_alpha": 4.0}
+    assert experiments.lora_settings(loaded) == {"lora_rank": 2, "lora_alpha": 4.0, "lora_scaling": "alpha"}
     ids = torch.randint(0, 50257, (3, 9))
     assert torch.allclose(loaded(ids), model(ids), atol=1e-6)
     # rebuilding from the extras by hand (a learner's own model) gives the same layers
@@ -85,7 +86,10 @@ def test_lora_classifier_saves_and_loads_with_the_same_logits(tmp_path):
 def test_replace_head_and_freeze_lora_from_python():
     model = experiments.setup_classifier(tiny_classifier(), 3, "lora", lora_rank=2, lora_alpha=2)
     assert model.out_head.out_features == 3 and isinstance(model.out_head, experiments.LinearWithLoRA)
-    assert {n.rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad} == {"A", "B"}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    # as in the bonus experiments, the new head trains too (and carries LoRA like every Linear)
+    assert {n.rsplit(".", 1)[-1] for n in trainable} == {"A", "B", "weight", "bias"}
+    assert {n for n in trainable if not n.endswith(("A", "B"))} == {"out_head.linear.weight", "out_head.linear.bias"}
 
 
 def test_average_embeddings_and_ignore_index_in_the_loss():
@@ -180,11 +184,12 @@ def test_cli_lora_trains_only_the_updates_and_predicts(tmp_path, capsys):
     torch.manual_seed(123)  # the CLI's seed: the frozen weights must be exactly the initial ones
     initial = gpt_model.GPTModel(dict(gpt_model.TINY_CONFIG)).state_dict()
     weights = state["model_state_dict"]
-    assert torch.equal(weights["trf_blocks.0.att.W_query.linear.weight"], initial["trf_blocks.0.att.W_query.weight"])
+    assert "trf_blocks.0.att.W_query.linear.weight" not in weights  # unchanged: the small checkpoint leaves it out
     assert weights["trf_blocks.0.att.W_query.lora.B"].abs().sum() > 0  # the update trained
     assert state["extra"]["lora_rank"] == 2
     model, _ = checkpoints.load_classifier(out)
-    assert experiments.lora_settings(model) == {"lora_rank": 2, "lora_alpha": 4.0}
+    assert torch.equal(model.trf_blocks[0].att.W_query.linear.weight, initial["trf_blocks.0.att.W_query.weight"])
+    assert experiments.lora_settings(model) == {"lora_rank": 2, "lora_alpha": 4.0, "lora_scaling": "alpha"}
     assert len(prediction.predict_from_checkpoint(out, ["win a prize", "lunch?"])) == 2
 
 
@@ -246,3 +251,48 @@ def test_cli_own_data_three_classes_and_no_balance(tmp_path):
     code, _, _ = _cli(tmp_path, "own_nb", "--text-column", "message", "--label-column", "topic", "--no-balance")
     counts = [len(pd.read_csv(tmp_path / "data_own_nb" / f"{s}.csv")) for s in ("train", "validation", "test")]
     assert code == 0 and sum(counts) == 50
+
+
+# --- issue 10: LoRA as the bonus experiments run it; switches read off the model ---
+
+def test_lora_scales_by_alpha_as_the_bonus_and_offers_alpha_over_rank():
+    torch.manual_seed(0)
+    x = torch.randn(3, 6)
+    for scaling, factor in (("alpha", 8.0), ("alpha_over_rank", 4.0)):
+        linear = torch.nn.Linear(6, 4)
+        wrapped = experiments.LinearWithLoRA(linear, rank=2, alpha=8, scaling=scaling)
+        with torch.no_grad():
+            wrapped.lora.B.fill_(1.0)
+        expected = linear(x) + factor * (x @ wrapped.lora.A @ wrapped.lora.B)
+        assert torch.allclose(wrapped(x), expected, atol=1e-5), scaling
+    default = experiments.LinearWithLoRA(torch.nn.Linear(6, 4), rank=2, alpha=8)
+    assert default.lora.scaling == "alpha"  # the bonus experiments' (and appendix E's) scaling by default
+    with pytest.raises(ValueError, match="alpha_over_rank"):
+        experiments.LoRALayer(6, 4, 2, 8, scaling="rank")
+
+
+def test_lora_classifier_trains_and_wraps_its_new_head_as_the_bonus():
+    model = experiments.setup_classifier(tiny_model(), 2, "lora", lora_rank=2, lora_alpha=2)
+    assert isinstance(model.out_head, experiments.LinearWithLoRA)
+    assert model.out_head.linear.weight.requires_grad and model.out_head.linear.bias.requires_grad
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all(not n.startswith("out_head.") and ".lora." not in n for n in frozen)
+    scaled = experiments.setup_classifier(tiny_model(), 2, "lora", lora_rank=2, lora_alpha=2,
+                                          lora_scaling="alpha_over_rank")
+    assert experiments.lora_settings(scaled)["lora_scaling"] == "alpha_over_rank"
+
+
+def test_help_says_how_lora_is_scaled():
+    text = cli.build_arg_parser().format_help()
+    assert "--lora-scaling" in text and "alpha_over_rank" in text
+    args = cli.build_arg_parser().parse_args(["--trainable-layers", "lora"])
+    assert args.lora_scaling == "alpha"
+
+
+def test_classifier_switches_are_read_off_the_model():
+    model = experiments.setup_classifier(tiny_model(), 2, "lora", lora_rank=4, lora_alpha=8,
+                                         disable_causal_mask=True)
+    assert experiments.classifier_switches(model) == {
+        "lora": {"lora_rank": 4, "lora_alpha": 8.0, "lora_scaling": "alpha"}, "causal": False}
+    rebuilt = experiments.rebuild_classifier_switches(tiny_model(), {"switches": experiments.classifier_switches(model)})
+    assert experiments.classifier_switches(rebuilt) == experiments.classifier_switches(model)

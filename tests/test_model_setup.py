@@ -88,7 +88,7 @@ def test_weights_format_picks_the_loader_and_falls_back_without_tensorflow(monke
     assert calls == [("safetensors", "124M", str(tmp_path)), ("openai", "124M", str(tmp_path)),
                      ("safetensors", "124M", str(tmp_path))]
     with pytest.raises(ValueError, match="weights-format"):
-        model_setup.build_model(weights_format="pytorch")
+        model_setup.build_model(weights_format="tensorflow2")
 
 
 def test_build_model_with_a_seed_gives_the_same_tiny_model():

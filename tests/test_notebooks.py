@@ -109,8 +109,8 @@ def _run_in_test_mode(path, tmp_path, monkeypatch, edit=None):
     from nbclient import NotebookClient
 
     # Run a copy from tmp_path/notebooks/, so the notebook's "../data" and "../gpt2" land under tmp_path and
-    # the test never writes into the repo. The modules import from anywhere (editable install), and
-    # find_shared_sms_zip() locates ../shared from the package, not from the working directory.
+    # the test never writes into the repo. The modules import from anywhere (editable install), and the real
+    # SMS archive, when ../shared has it, reaches the kernel through $SMS_SPAM_ZIP (tests/conftest.py).
     workdir = tmp_path / "notebooks"
     workdir.mkdir()
     shutil.copy(path, workdir / path.name)
