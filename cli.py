@@ -17,8 +17,9 @@ import torch
 
 import attacks
 import gpt_download
+import look_inside
 import spam_dataset
-from checkpoints import save_classifier
+from checkpoints import load_classifier, save_classifier
 from distributed import (
     cleanup_distributed,
     distribute_training,
@@ -503,6 +504,48 @@ def attack_main(argv=None):
     return 0
 
 
+def explain_main(argv=None):
+    """`train_classifier.py explain --checkpoint DIR "message"`: label, P(spam), tokens ranked by attribution."""
+    parser = argparse.ArgumentParser(prog="train_classifier.py explain",
+                                     description="Show which tokens pushed a message towards spam or ham.")
+    parser.add_argument("message", help="the message to explain (in quotes)")
+    parser.add_argument("--checkpoint", required=True, help="a training run's output folder or its classifier.pt")
+    parser.add_argument("--method", choices=look_inside.METHODS, default="occlusion",
+                        help="occlusion: P(spam) lost when the token is deleted (default); integrated_gradients "
+                             "or grad_x_input: gradient scores of the spam log-odds")
+    parser.add_argument("--top", type=int, default=10, help="how many tokens to list (default: 10; 0: all)")
+    parser.add_argument("--output", help="write the coloured tokens as a figure (png, pdf, svg)")
+    parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default: cpu)")
+    parser.add_argument("--models-dir", default=None, help="where the GPT-2 files are (a small checkpoint's base)")
+    args = parser.parse_args(argv)
+    try:
+        model, info = load_classifier(args.checkpoint, device=resolve_device(args.device), models_dir=args.models_dir)
+        extra = info.get("extra") or {}
+        result = look_inside.explain(args.message, model, gpt_download.get_gpt2_tokenizer(args.models_dir),
+                                     method=args.method,
+                                     max_length=info.get("max_length") if info.get("padded", True) else None,
+                                     trainable_token_pos=extra.get("trainable_token_pos", "last"),
+                                     average_embeddings=bool(extra.get("average_embeddings", False)))
+        names = info.get("label_names") or ["ham", "spam"]
+        label = names[1] if result["p_spam"] >= 0.5 else names[0]
+        if args.output:
+            fig = look_inside.plot_token_attributions(result["tokens"], result["scores"],
+                                                      f"{label}, P(spam) = {result['p_spam']:.4f} ({args.method})")
+            with atomic_write(args.output) as tmp:
+                fig.savefig(tmp, format=os.path.splitext(args.output)[1].lstrip(".").lower() or "png")
+    except USER_ERRORS as exc:
+        _print_error(exc)
+        return 1
+    print(f"{label}\tP(spam) {result['p_spam']:.4f}\t{args.message}")
+    print(f"tokens by {args.method} (positive: towards spam, negative: towards ham):")
+    ranked = look_inside.rank_tokens(result["tokens"], result["scores"])
+    for position, token, score in ranked[:args.top or None]:
+        print(f"{score:+.4f}\t{position:>4}\t{token!r}")
+    if args.output:
+        print(f"Wrote {args.output}")
+    return 0
+
+
 def _print_error(exc):
     """A user error as one line on stderr: "error: <the message>"."""
     print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
@@ -520,6 +563,8 @@ def main(argv=None):
         return predict_main(argv[1:])
     if argv[:1] == ["attack"]:
         return attack_main(argv[1:])
+    if argv[:1] == ["explain"]:
+        return explain_main(argv[1:])
     args = build_arg_parser().parse_args(normalise_flag_spelling(argv))
     try:
         with warnings.catch_warnings():
