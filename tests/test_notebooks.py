@@ -62,6 +62,11 @@ LESSONS = {
         (["def classify_review(text, model, tokenizer, device, max_length=None, pad_token_id=50256):"],
          "train_classifier.classify_review("),
     ],
+    "10_attack_the_spam_filter.ipynb": [
+        (["def my_leetspeak(word):", "def my_homoglyphs(word):"], "attacks.homoglyphs("),
+        (["def my_greedy_attack(text, score_fn, budget=BUDGET):"], "attacks.greedy_attack("),
+        (["def my_normalise(text):"], "attacks.normalise("),
+    ],
 }
 CHECK_WITHIN = 2  # the check is one of the next code cells after the typed code
 
