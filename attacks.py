@@ -248,7 +248,8 @@ def with_normalisation(score_fn):
 def augment_training_set(train_df, ham_texts, seed=123, share=0.5):
     """train_df plus one attacked copy of every training spam (a random trick or padding on random words).
 
-    Each copy gets one of drop / the character tricks on a random `share` of its words, or one ham message
+    Each copy gets one of drop / the character tricks on a random `share` of its words (the payload spared), or
+    one ham message
     (from ham_texts, the training ham) appended or prepended. Label stays spam.
     """
     rng = random.Random(seed)
@@ -261,7 +262,8 @@ def augment_training_set(train_df, ham_texts, seed=123, share=0.5):
             copies.append(f"{text} {filler}" if kind == "pad_append" else f"{filler} {text}")
             continue
         pieces = split_words(text)
-        chosen = set(rng.sample(range(len(pieces)), max(1, round(share * len(pieces))))) if pieces else set()
+        editable = [i for i, piece in enumerate(pieces) if not PAYLOAD.search(piece)]  # as the attacks do
+        chosen = set(rng.sample(editable, max(1, round(share * len(editable))))) if editable else set()
         copies.append("".join(edit_word(p, WORD_EDITS[kind]) if i in chosen else p for i, p in enumerate(pieces)))
     extra = pd.DataFrame({"Label": 1, "Text": copies})
     return pd.concat([train_df[["Label", "Text"]], extra], ignore_index=True)
