@@ -15,9 +15,11 @@ import warnings
 
 import torch
 
+import attacks
 import gpt_download
+import look_inside
 import spam_dataset
-from checkpoints import save_classifier
+from checkpoints import load_classifier, save_classifier
 from distributed import (
     cleanup_distributed,
     distribute_training,
@@ -26,7 +28,7 @@ from distributed import (
     rank0_first,
     setup_distributed,
 )
-from experiments import count_trainable_parameters, setup_classifier
+from experiments import LORA_SCALINGS, count_trainable_parameters, setup_classifier
 from fast_trainer import (
     FAST_PRECISIONS,
     cache_report,
@@ -39,7 +41,7 @@ from fast_trainer import (
 )
 from gpt_download import atomic_write
 from metrics import classification_metrics, format_metrics_table, plot_confusion_matrix, predict_labels
-from model_setup import WEIGHTS_FORMATS, build_model, is_test_mode
+from model_setup import WEIGHTS_FORMATS, build_model, is_test_mode, resolve_device
 from prediction import predict_from_checkpoint
 from train_classifier import TRAINABLE_LAYERS, TRAINABLE_TOKEN_POSITIONS, plot_values, train_classifier_simple
 
@@ -84,7 +86,9 @@ def build_arg_parser():
     chapter.add_argument("--weights", choices=("pretrained", "random"), default="pretrained")
     chapter.add_argument("--weights-format", choices=WEIGHTS_FORMATS, default="openai",
                          help="openai: the chapter's TensorFlow checkpoint (safetensors when TensorFlow does not "
-                              "import); safetensors: Hugging Face's copy of the same weights, no TensorFlow")
+                              "import); safetensors: Hugging Face's copy of the same weights, no TensorFlow; "
+                              "pytorch: the book's own state_dict files (rasbt/gpt2-from-scratch-pytorch), no "
+                              "TensorFlow")
     chapter.add_argument("--models-dir", default="gpt2", help="where the GPT-2 checkpoint files are kept")
     chapter.add_argument("--num-epochs", type=int, default=5)
     chapter.add_argument("--batch-size", type=int, default=8)
@@ -95,6 +99,9 @@ def build_arg_parser():
     chapter.add_argument("--eval-iter", type=int, default=5, help="batches per evaluation")
     chapter.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     chapter.add_argument("--output-dir", default="outputs", help="where classifier.pt, metrics.json and plots go")
+    chapter.add_argument("--full-checkpoint", action="store_true",
+                         help="save every weight in classifier.pt (~500 MB for GPT-2 small) instead of only what "
+                              "training changed plus a record of the base weights (loading then finds them)")
     chapter.add_argument("--test-mode", action="store_true",
                          help="tiny random GPT, no downloads, seconds (same as TUTORIAL_TEST_MODE=1)")
     chapter.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -102,8 +109,8 @@ def build_arg_parser():
     data = parser.add_argument_group("data")
     data.add_argument("--data", default=None,
                       help="the UCI zip, the SMSSpamCollection TSV, a folder holding them, your CSV/TSV, or "
-                           "'synthetic' (default: download into --data-dir; test mode: the shared zip, else "
-                           "synthetic data)")
+                           "'synthetic' (default: download into --data-dir; test mode: $SMS_SPAM_ZIP or a download "
+                           "already in --data-dir, else synthetic data)")
     data.add_argument("--data-dir", default="data", help="where the data and the train/validation/test CSVs go")
     data.add_argument("--text-column", default=None, help="text column of your own CSV")
     data.add_argument("--label-column", default=None, help="label column of your own CSV")
@@ -130,12 +137,16 @@ def build_arg_parser():
                        help="what trains besides the new head (default: last_block, as in the chapter)")
     bonus.add_argument("--lora-rank", type=int, default=16, help="rank of the LoRA updates (--trainable-layers lora)")
     bonus.add_argument("--lora-alpha", type=float, default=16,
-                       help="LoRA scaling: the update is multiplied by alpha / rank")
+                       help="LoRA scaling: the update is multiplied by alpha (as the chapter's bonus experiments)")
+    bonus.add_argument("--lora-scaling", choices=LORA_SCALINGS, default="alpha",
+                       help="alpha (default: the bonus experiments and appendix E) or alpha_over_rank (the LoRA "
+                            "paper's alpha / rank); either way the new head trains and is wrapped too, as in the bonus")
     bonus.add_argument("--trainable-token-pos", default="last", choices=TRAINABLE_TOKEN_POSITIONS,
                        help="which token's output classifies: last (chapter), first, or flexible (the last "
                             "non-padding one; each batch is then padded only to its longest message)")
     bonus.add_argument("--average-embeddings", action="store_true",
-                       help="classify the mean of the outputs over the real (non-padding) tokens instead of one token")
+                       help="classify the mean of the outputs over the real (non-padding) tokens instead of one "
+                            "token (the bonus script averages every position, padding included)")
     bonus.add_argument("--context-length", type=_context_length_arg, default="longest_training_example",
                        help="pad/truncate to longest_training_example (chapter), model_context_length, or N tokens")
     bonus.add_argument("--no-padding", action="store_true",
@@ -196,10 +207,12 @@ def _loader_options(args, cfg):
 def _setup_classifier(model, args, num_classes):
     """The new head and what trains (--trainable-layers, LoRA included), then the causal-mask switch."""
     model = setup_classifier(model, num_classes, args.trainable_layers, lora_rank=args.lora_rank,
-                             lora_alpha=args.lora_alpha, disable_causal_mask=args.disable_causal_mask)
+                             lora_alpha=args.lora_alpha, lora_scaling=args.lora_scaling,
+                             disable_causal_mask=args.disable_causal_mask)
     if args.trainable_layers == "lora":
         trainable, total = count_trainable_parameters(model)
-        print(f"LoRA rank {args.lora_rank}, alpha {args.lora_alpha:g}: {trainable:,} of {total:,} parameters train.")
+        print(f"LoRA rank {args.lora_rank}, alpha {args.lora_alpha:g} (scaled by {args.lora_scaling}): "
+              f"{trainable:,} of {total:,} parameters train.")
     return model
 
 
@@ -256,6 +269,7 @@ def run_training(args):
         return _run_training(args)
     finally:
         torch.set_num_threads(threads)
+        cleanup_distributed()  # also after an error, so no process waits for the others
 
 
 def _run_training(args):
@@ -300,7 +314,6 @@ def _run_training(args):
                     config=dict(cfg))
     if is_main_process():  # under torchrun only rank 0 writes
         _write_run_outputs(args, model, cfg, metrics, settings, start)
-    cleanup_distributed()
     return metrics
 
 
@@ -319,6 +332,10 @@ def _data_and_model(args, test_mode):
 
 def _data_loaders(args, splits, tokenizer, cfg):
     """((train, validation, test) loaders, per_batch_padding) for the padding switches."""
+    if args.no_padding and distributed_environment()[1] > 1:
+        raise ValueError("--no-padding trains on batches of one message, which cannot be shared among several "
+                         "processes; run it without torchrun, or use --trainable-token-pos flexible (each batch "
+                         "padded only to its longest message) under torchrun.")
     if args.no_padding and args.batch_size != 1:
         print(f"--no-padding: batch size 1 instead of {args.batch_size} (use --accumulation-steps for larger "
               "updates).")
@@ -326,6 +343,14 @@ def _data_loaders(args, splits, tokenizer, cfg):
     options = _loader_options(args, cfg)
     loaders = spam_dataset.create_data_loaders(splits["train"], splits["validation"], splits["test"], tokenizer,
                                                batch_size=args.batch_size, seed=args.seed, **options)
+    context = int(cfg["context_length"])
+    if loaders[0].dataset.max_length > context:
+        # The chapter asserts this; here the messages are cut to the model's context (a warning counts them).
+        print(f"The longest training message ({loaders[0].dataset.max_length} tokens) is longer than the model's "
+              f"context; truncating to {context} tokens (--context-length sets another length).")
+        options["max_length"] = context
+        loaders = spam_dataset.create_data_loaders(splits["train"], splits["validation"], splits["test"],
+                                                   tokenizer, batch_size=args.batch_size, seed=args.seed, **options)
     return loaders, options["per_batch_padding"]
 
 
@@ -395,7 +420,8 @@ def _write_run_outputs(args, model, cfg, metrics, settings, start):
                  "disable_causal_mask": args.disable_causal_mask}
         save_classifier(tmp, model, cfg, settings["label_names"], settings["max_length"], extra,
                         model_size=None if settings["test_mode"] else args.model_size,
-                        trainable_layers=args.trainable_layers)
+                        trainable_layers=args.trainable_layers, padded=not args.no_padding,
+                        full=args.full_checkpoint)
 
     def write_metrics(tmp):
         metrics["seconds"]["outputs"] = time.time() - outputs_start
@@ -420,9 +446,19 @@ def predict_main(argv=None):
     parser = argparse.ArgumentParser(prog="train_classifier.py predict",
                                      description="Classify messages with a fine-tuned classifier.")
     parser.add_argument("messages", nargs="*", help="messages to classify (quote each one)")
-    parser.add_argument("--checkpoint", required=True, help="a training run's output folder or its classifier.pt")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a training run's output folder or its classifier.pt, or the chapter's "
+                             "review_classifier.pth (torch.save(model.state_dict(), ...))")
     parser.add_argument("--file", help="a text file with one message per line")
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default: cpu)")
+    parser.add_argument("--models-dir", default=None,
+                        help="where the GPT-2 files are (a small checkpoint's base; default: where training found "
+                             "them)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="pad/truncate to this many tokens (default: the file's; a chapter state_dict: 120)")
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="class names in class-id order (default: the file's; a chapter state_dict: "
+                             "'not spam' 'spam'); put -- before the messages")
     args = parser.parse_args(argv)
     messages = list(args.messages)
     try:
@@ -434,12 +470,110 @@ def predict_main(argv=None):
                 messages += [line.rstrip("\r\n") for line in f if line.strip()]
         if not messages:
             raise ValueError("No messages to classify; pass them in quotes after --checkpoint DIR, or --file FILE.")
-        results = predict_from_checkpoint(args.checkpoint, messages, device=args.device)
+        if args.max_length is not None and args.max_length < 1:
+            raise ValueError(f"--max-length must be at least 1 (got {args.max_length}).")
+        results = predict_from_checkpoint(args.checkpoint, messages, device=args.device, models_dir=args.models_dir,
+                                          max_length=args.max_length, label_names=args.labels)
     except USER_ERRORS as exc:
         _print_error(exc)
         return 1
     for message, (label, probability) in zip(messages, results):
         print(f"{label}\t{probability:.4f}\t{message}")
+    return 0
+
+
+def _names(values, known, what):
+    """--attacks / --defences: names given apart or comma-separated, checked against the known ones."""
+    names = [n for value in values for n in value.replace(",", " ").split()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"Unknown {what} {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}.")
+    return names
+
+
+def attack_main(argv=None):
+    """`train_classifier.py attack --checkpoint DIR`: the attack x defence table for a saved classifier."""
+    parser = argparse.ArgumentParser(
+        prog="train_classifier.py attack",
+        description="Attack a fine-tuned classifier (and the TF-IDF baseline) with evasion attacks on the held-out "
+                    "test spam it catches, with and without defences; prints success rates and clean accuracy.")
+    parser.add_argument("--checkpoint", required=True, help="a training run's output folder or its classifier.pt")
+    parser.add_argument("--attacks", nargs="+", default=list(attacks.ATTACKS), help="which attacks (default: all "
+                        f"of {', '.join(attacks.ATTACKS)})")
+    parser.add_argument("--defences", nargs="+", default=list(attacks.DEFENCES), help="which defences (default: "
+                        f"all of {', '.join(attacks.DEFENCES)})")
+    parser.add_argument("--budget", type=int, default=5, help="the greedy attack's most edits per message (5)")
+    parser.add_argument("--max-messages", type=int, help="attack at most this many caught spam messages (all)")
+    parser.add_argument("--augment-epochs", type=int, default=2, help="extra epochs with attacked examples (2)")
+    parser.add_argument("--augment-lr", type=float, default=5e-5, help="their learning rate (5e-5)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
+    parser.add_argument("--data", help="the data the classifier was trained on (as for training)")
+    parser.add_argument("--data-dir", default="data", help="where the splits are written (data)")
+    parser.add_argument("--test-mode", action="store_true", help="offline: the shared SMS archive or synthetic data")
+    parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default: cpu)")
+    parser.add_argument("--seed", type=int, default=123)
+    args = parser.parse_args(argv)
+    start, threads = time.time(), torch.get_num_threads()
+    if is_test_mode(args.test_mode):
+        torch.set_num_threads(1)  # as for training: the tiny model gains nothing from threads on a busy machine
+    try:
+        table, _ = attacks.attack_checkpoint(
+            args.checkpoint, args.data, args.data_dir, test_mode=is_test_mode(args.test_mode),
+            device=resolve_device(args.device), max_messages=args.max_messages,
+            attacks=_names(args.attacks, attacks.ATTACKS, "attack"),
+            defences=_names(args.defences, attacks.DEFENCES, "defence"), budget=args.budget,
+            augment_epochs=args.augment_epochs, augment_lr=args.augment_lr, tfidf_baseline=not args.no_baseline,
+            seed=args.seed)
+    except USER_ERRORS as exc:
+        _print_error(exc)
+        return 1
+    finally:
+        torch.set_num_threads(threads)
+    print("Attack success rate on the held-out spam each classifier catches (mean edits of the successes):")
+    print(table.to_string(index=False))
+    print(f"({time.time() - start:.0f} s)")
+    return 0
+
+
+def explain_main(argv=None):
+    """`train_classifier.py explain --checkpoint DIR "message"`: label, P(spam), tokens ranked by attribution."""
+    parser = argparse.ArgumentParser(prog="train_classifier.py explain",
+                                     description="Show which tokens pushed a message towards spam or ham.")
+    parser.add_argument("message", help="the message to explain (in quotes)")
+    parser.add_argument("--checkpoint", required=True, help="a training run's output folder or its classifier.pt")
+    parser.add_argument("--method", choices=look_inside.METHODS, default="occlusion",
+                        help="occlusion: P(spam) lost when the token is deleted (default); integrated_gradients "
+                             "or grad_x_input: gradient scores of the spam log-odds")
+    parser.add_argument("--top", type=int, default=10, help="how many tokens to list (default: 10; 0: all)")
+    parser.add_argument("--output", help="write the coloured tokens as a figure (png, pdf, svg)")
+    parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default: cpu)")
+    parser.add_argument("--models-dir", default=None, help="where the GPT-2 files are (a small checkpoint's base)")
+    args = parser.parse_args(argv)
+    try:
+        model, info = load_classifier(args.checkpoint, device=resolve_device(args.device), models_dir=args.models_dir)
+        extra = info.get("extra") or {}
+        result = look_inside.explain(args.message, model, gpt_download.get_gpt2_tokenizer(args.models_dir),
+                                     method=args.method,
+                                     max_length=info.get("max_length") if info.get("padded", True) else None,
+                                     trainable_token_pos=extra.get("trainable_token_pos", "last"),
+                                     average_embeddings=bool(extra.get("average_embeddings", False)))
+        names = info.get("label_names") or ["ham", "spam"]
+        label = names[1] if result["p_spam"] >= 0.5 else names[0]
+        if args.output:
+            fig = look_inside.plot_token_attributions(result["tokens"], result["scores"],
+                                                      f"{label}, P(spam) = {result['p_spam']:.4f} ({args.method})")
+            with atomic_write(args.output) as tmp:
+                fig.savefig(tmp, format=os.path.splitext(args.output)[1].lstrip(".").lower() or "png")
+    except USER_ERRORS as exc:
+        _print_error(exc)
+        return 1
+    print(f"{label}\tP(spam) {result['p_spam']:.4f}\t{args.message}")
+    print(f"tokens by {args.method} (positive: towards spam, negative: towards ham):")
+    ranked = look_inside.rank_tokens(result["tokens"], result["scores"])
+    for position, token, score in ranked[:args.top or None]:
+        print(f"{score:+.4f}\t{position:>4}\t{token!r}")
+    if args.output:
+        print(f"Wrote {args.output}")
     return 0
 
 
@@ -458,6 +592,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["predict"]:
         return predict_main(argv[1:])
+    if argv[:1] == ["attack"]:
+        return attack_main(argv[1:])
+    if argv[:1] == ["explain"]:
+        return explain_main(argv[1:])
     args = build_arg_parser().parse_args(normalise_flag_spelling(argv))
     try:
         with warnings.catch_warnings():

@@ -94,11 +94,31 @@ class ShardedSampler(torch.utils.data.Sampler):
         return iter(order[self.rank::self.world_size])
 
 
+class TrainingShards:
+    """The training loader under DDP: this process's share of each global batch while the model trains, the whole
+    global batches while it is evaluated.
+
+    The chapter's loop estimates the training loss and accuracy on the first eval_iter batches of its training
+    loader (in eval mode); reading whole batches there makes every process print and return what one process
+    would, with the chapter's loop unchanged. Both loaders draw their shuffle from torch's RNG the same way.
+    """
+
+    def __init__(self, model, shard_loader, full_loader):
+        self.model, self.shard_loader, self.full_loader = model, shard_loader, full_loader
+        self.batch_size = shard_loader.batch_size
+
+    def __len__(self):
+        return len(self.shard_loader)  # the number of global batches, as len(full_loader)
+
+    def __iter__(self):
+        return iter(self.shard_loader if self.model.training else self.full_loader)
+
+
 def distribute_training(model, train_loader, device):
     """Wrap the model in DDP and give this process its share of each global batch; returns (model, train_loader).
 
     train_loader's batch_size is the global batch: it must divide by the number of processes. A plain run
-    (WORLD_SIZE 1) gets both back unchanged.
+    (WORLD_SIZE 1) gets both back unchanged. The returned loader evaluates on whole batches (TrainingShards).
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return model, train_loader
@@ -107,9 +127,13 @@ def distribute_training(model, train_loader, device):
     if batch_size is None or batch_size % world_size:
         raise ValueError(f"The batch size ({batch_size}) must divide by the number of processes ({world_size}); "
                          "pass a --batch-size that is a multiple of --nproc_per_node.")
+    if len(train_loader) != len(train_loader.sampler) // batch_size:
+        raise ValueError("Several processes need a training loader with drop_last=True (every global batch full); "
+                         "create it as create_data_loaders does.")
     loader = torch.utils.data.DataLoader(
         train_loader.dataset, batch_size=batch_size // world_size,
         sampler=ShardedSampler(train_loader.sampler, batch_size, rank, world_size),
         collate_fn=train_loader.collate_fn, num_workers=train_loader.num_workers, drop_last=False)
     device_ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids), loader
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return ddp_model, TrainingShards(ddp_model, loader, train_loader)

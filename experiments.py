@@ -11,14 +11,19 @@ import torch
 
 from train_classifier import replace_head_and_freeze
 
+# How a LoRA update is scaled: "alpha" as the chapter's bonus experiments (and appendix E) do, or "alpha_over_rank"
+# as the LoRA paper and most libraries do (alpha / rank: changing the rank then keeps the update's size).
+LORA_SCALINGS = ("alpha", "alpha_over_rank")
+
 
 def setup_classifier(model, num_classes=2, trainable_layers="last_block", *, lora_rank=16, lora_alpha=16,
-                     disable_causal_mask=False):
+                     lora_scaling="alpha", disable_causal_mask=False):
     """The new head and what trains (the chapter's choices, LoRA, or other layers), then the causal-mask switch."""
     if trainable_layers == "lora":
-        # LoRA: the new head too is frozen; only the low-rank updates beside every Linear (head included) train
+        # As the bonus experiments: the new head trains, and it is wrapped with LoRA like every other Linear
         model.out_head = torch.nn.Linear(in_features=model.tok_emb.weight.shape[1], out_features=num_classes)
-        apply_lora(model, lora_rank, lora_alpha)
+        apply_lora(model, lora_rank, lora_alpha, lora_scaling)
+        model.out_head.linear.requires_grad_(True)
     else:
         replace_head_and_freeze(model, num_classes, trainable_layers)
     if disable_causal_mask:
@@ -29,27 +34,32 @@ def setup_classifier(model, num_classes=2, trainable_layers="last_block", *, lor
 # --- LoRA: a small trainable low-rank update next to every frozen Linear (appendix E's idea) ---
 
 class LoRALayer(torch.nn.Module):
-    """The low-rank update x @ A @ B, scaled by alpha / rank; B starts at zero so training starts from the model."""
+    """The low-rank update x @ A @ B, times alpha (the bonus) or alpha / rank; B starts at zero, so training starts
+    from the model."""
 
-    def __init__(self, in_dim, out_dim, rank, alpha):
+    def __init__(self, in_dim, out_dim, rank, alpha, scaling="alpha"):
         super().__init__()
+        if scaling not in LORA_SCALINGS:
+            raise ValueError(f"Unknown LoRA scaling {scaling!r}; choose one of {', '.join(LORA_SCALINGS)}.")
         self.A = torch.nn.Parameter(torch.empty(in_dim, rank))
         torch.nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # the same init as an nn.Linear weight
         self.B = torch.nn.Parameter(torch.zeros(rank, out_dim))
         self.rank = rank
         self.alpha = alpha
+        self.scaling = scaling
 
     def forward(self, x):
-        return (self.alpha / self.rank) * (x @ self.A @ self.B)
+        factor = self.alpha if self.scaling == "alpha" else self.alpha / self.rank
+        return factor * (x @ self.A @ self.B)
 
 
 class LinearWithLoRA(torch.nn.Module):
     """A frozen nn.Linear plus its LoRA update; .linear keeps the original weights (state_dict "X.linear.weight")."""
 
-    def __init__(self, linear, rank, alpha):
+    def __init__(self, linear, rank, alpha, scaling="alpha"):
         super().__init__()
         self.linear = linear
-        self.lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha)
+        self.lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha, scaling)
 
     # read like the nn.Linear it wraps, so code asking for out_features or bias keeps working
     in_features = property(lambda self: self.linear.in_features)
@@ -61,23 +71,23 @@ class LinearWithLoRA(torch.nn.Module):
         return self.linear(x) + self.lora(x)
 
 
-def replace_linear_with_lora(model, rank, alpha):
+def replace_linear_with_lora(model, rank, alpha, scaling="alpha"):
     """Swap every nn.Linear below `model` (out_head included) for a LinearWithLoRA, in place; returns the model."""
     for name, module in model.named_children():
         if isinstance(module, torch.nn.Linear):
-            setattr(model, name, LinearWithLoRA(module, rank, alpha))
+            setattr(model, name, LinearWithLoRA(module, rank, alpha, scaling))
         elif not isinstance(module, LinearWithLoRA):  # never wrap twice
-            replace_linear_with_lora(module, rank, alpha)
+            replace_linear_with_lora(module, rank, alpha, scaling)
     return model
 
 
-def apply_lora(model, rank=16, alpha=16):
+def apply_lora(model, rank=16, alpha=16, scaling="alpha"):
     """Freeze every weight, then add LoRA to every Linear: afterwards only the A and B matrices train."""
     if int(rank) < 1:
         raise ValueError(f"LoRA rank must be a positive integer, got {rank}; pass e.g. --lora-rank 16.")
     for param in model.parameters():
         param.requires_grad = False
-    replace_linear_with_lora(model, int(rank), float(alpha))
+    replace_linear_with_lora(model, int(rank), float(alpha), scaling)
     for module in model.modules():
         if isinstance(module, LoRALayer):  # new ones train anyway; earlier ones were just frozen above
             module.requires_grad_(True)
@@ -85,10 +95,10 @@ def apply_lora(model, rank=16, alpha=16):
 
 
 def lora_settings(model):
-    """{"lora_rank": r, "lora_alpha": a} when the model carries LoRA layers, else {} (for the checkpoint extras)."""
+    """{"lora_rank", "lora_alpha", "lora_scaling"} when the model carries LoRA layers, else {}."""
     for module in model.modules():
         if isinstance(module, LoRALayer):
-            return {"lora_rank": module.rank, "lora_alpha": module.alpha}
+            return {"lora_rank": module.rank, "lora_alpha": module.alpha, "lora_scaling": module.scaling}
     return {}
 
 
@@ -108,11 +118,25 @@ def set_causal_mask(model, causal=True):
     return model
 
 
+def classifier_switches(model):
+    """The switches that change a model's structure, read off the model itself: {"lora": {...} or {}, "causal"}."""
+    causal = [m.causal for m in getattr(model, "module", model).modules() if hasattr(m, "causal")]
+    return {"lora": lora_settings(model), "causal": all(causal)}
+
+
 def rebuild_classifier_switches(model, checkpoint):
     """Give a freshly built model the structure a checkpoint was trained with: LoRA layers, no causal mask."""
-    extra = checkpoint.get("extra") or {}
-    if checkpoint.get("trainable_layers") == "lora" and not lora_settings(model):
-        apply_lora(model, extra.get("lora_rank", 16), extra.get("lora_alpha", 16))
-    if extra.get("disable_causal_mask"):
+    switches = checkpoint.get("switches")
+    if switches is None:  # a file from before the switches were read off the model: its extras say them
+        extra = checkpoint.get("extra") or {}
+        lora = {}
+        if checkpoint.get("trainable_layers") == "lora":  # those files scaled LoRA by alpha / rank
+            lora = {"lora_rank": extra.get("lora_rank", 16), "lora_alpha": extra.get("lora_alpha", 16),
+                    "lora_scaling": extra.get("lora_scaling", "alpha_over_rank")}
+        switches = {"lora": lora, "causal": not extra.get("disable_causal_mask")}
+    lora = switches.get("lora") or {}
+    if lora and not lora_settings(model):
+        apply_lora(model, lora["lora_rank"], lora["lora_alpha"], lora.get("lora_scaling", "alpha"))
+    if not switches.get("causal", True):
         set_causal_mask(model, False)
     return model

@@ -27,6 +27,10 @@ GPT2_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
 GPT2_BACKUP_BASE_URL = "https://f001.backblazeb2.com/file/LLMs-from-scratch/gpt2"
 HF_SAFETENSORS_URL = "https://huggingface.co/openai-community/{repo}/resolve/main/model.safetensors"
 HF_REPOS = {"124M": "gpt2", "355M": "gpt2-medium", "774M": "gpt2-large", "1558M": "gpt2-xl"}
+# The book's own PyTorch state dicts (the chapter's parameter names), one file per size, each also as .safetensors
+PYTORCH_WEIGHTS_URL = "https://huggingface.co/rasbt/gpt2-from-scratch-pytorch/resolve/main/{file}"
+PYTORCH_FILES = {"124M": "gpt2-small-124M", "355M": "gpt2-medium-355M", "774M": "gpt2-large-774M",
+                 "1558M": "gpt2-xl-1558M"}
 # n_embd -> n_head for the four released sizes (safetensors files carry no hparams.json)
 N_HEAD_BY_EMB = {768: 12, 1024: 16, 1280: 20, 1600: 25}
 # The BPE files are the same for every size; these are the hashes tiktoken checks for "gpt2".
@@ -398,6 +402,41 @@ def download_and_load_gpt2_safetensors(model_size, models_dir, url=None):
     url = url or HF_SAFETENSORS_URL.format(repo=HF_REPOS[model_size])
     path = download_file(url, Path(models_dir) / model_size / "model.safetensors")
     return load_gpt2_params_from_safetensors(path)
+
+
+def load_gpt2_state_dict(path):
+    """The state_dict in a .pth (torch.load with weights_only=True) or .safetensors file; one clear line otherwise."""
+    import torch
+
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch and safetensors raise many types for a truncated or foreign file
+        raise CheckpointError(f"{path} is not a readable PyTorch state_dict ({first_line(err, type(err).__name__)}"
+                              "); delete it and download it again.") from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state_dict of tensors; pass a file "
+                              "saved with torch.save(model.state_dict(), ...).")
+    return state
+
+
+def download_and_load_gpt2_pytorch(model_size, models_dir, *, suffix=".pth", url=None):
+    """Download the book's PyTorch GPT-2 (.pth or .safetensors) into models_dir/<model_size>/; returns its state_dict.
+
+    No TensorFlow: the file holds the chapter's GPTModel parameters under their own names.
+    """
+    model_size = _normalize_size(model_size)
+    if suffix not in (".pth", ".safetensors"):
+        raise ValueError(f"suffix must be '.pth' or '.safetensors', not {suffix!r}.")
+    name = PYTORCH_FILES[model_size] + suffix
+    path = download_file(url or PYTORCH_WEIGHTS_URL.format(file=name), Path(models_dir) / model_size / name,
+                         desc=name)
+    return load_gpt2_state_dict(path)
 
 
 # --------------------------------------------------------------------------------------------- tokenizer

@@ -1,13 +1,15 @@
 """What every run sets up first: test mode or not, the device, and the GPT-2 to fine-tune."""
 
+import hashlib
 import os
+from pathlib import Path
 
 import torch
 
 import gpt_download
 import gpt_model
 
-WEIGHTS_FORMATS = ("openai", "safetensors")
+WEIGHTS_FORMATS = ("openai", "safetensors", "pytorch")
 
 
 def is_test_mode(flag=False):
@@ -37,8 +39,11 @@ def build_model(model_size="gpt2-small (124M)", weights="pretrained", models_dir
     """Return (model, cfg): GPT-2 with OpenAI's weights, random weights, or the tiny offline model in test mode.
 
     weights_format: "openai" reads the chapter's TensorFlow checkpoint (download_and_load_gpt2); "safetensors"
-    reads Hugging Face's copy of the same weights, no TensorFlow needed. seed: when given, torch.manual_seed(seed)
+    reads Hugging Face's copy of the same weights; "pytorch" the book's own state_dict files (rasbt/gpt2-from-
+    scratch-pytorch: .pth, or its .safetensors twin when only that is in models_dir); neither needs TensorFlow. seed: when given, torch.manual_seed(seed)
     first, so random (and test-mode) weights are the same every time; None leaves seeding to the caller.
+    model.base_weights says where the weights came from (None when they cannot be rebuilt: random, no seed), so
+    save_classifier can store only what training changes.
     """
     if weights not in ("pretrained", "random"):
         raise ValueError(f"Unknown --weights {weights!r}; choose 'pretrained' or 'random'.")
@@ -47,22 +52,95 @@ def build_model(model_size="gpt2-small (124M)", weights="pretrained", models_dir
     cfg = gpt_model.get_model_config(model_size)  # a typo in the size fails in test mode too
     if seed is not None:
         torch.manual_seed(seed)
-    if is_test_mode(test_mode):
-        # A tiny random GPT: seconds on a CPU and no downloads; the numbers it gives mean nothing.
-        cfg = dict(gpt_model.TINY_CONFIG)
-        return gpt_model.GPTModel(cfg), cfg
-    params = None
-    if weights == "pretrained":
-        # Download (or find) the weights before building the model: a failed download then costs nothing.
-        if weights_format == "openai" and (tf_error := gpt_download.tensorflow_import_error()):
-            print(f"TensorFlow does not import ({tf_error}), so OpenAI's checkpoint cannot be read; "
-                  "using the same weights from Hugging Face's model.safetensors instead.")
-            weights_format = "safetensors"
+    if is_test_mode(test_mode) or weights == "random":
+        # Test mode: a tiny random GPT, seconds on a CPU and no downloads; the numbers it gives mean nothing.
+        cfg = dict(gpt_model.TINY_CONFIG) if is_test_mode(test_mode) else cfg
+        model = gpt_model.GPTModel(cfg)
+        model.eval()
+        model.base_weights = None if seed is None else _base_record(model, kind="random", seed=seed, config=cfg)
+        return model, cfg
+    # Download (or find) the weights before building the model: a failed download then costs nothing.
+    if weights_format == "openai" and (tf_error := gpt_download.tensorflow_import_error()):
+        print(f"TensorFlow does not import ({tf_error}), so OpenAI's checkpoint cannot be read; "
+              "using the same weights from Hugging Face's model.safetensors instead.")
+        weights_format = "safetensors"
+    size = gpt_model.model_size_to_download_name(model_size)
+    model = gpt_model.GPTModel(cfg)
+    if weights_format == "pytorch":
+        _load_book_state_dict(model, size, models_dir)
+    else:
         load = (gpt_download.download_and_load_gpt2 if weights_format == "openai"
                 else gpt_download.download_and_load_gpt2_safetensors)
-        _settings, params = load(gpt_model.model_size_to_download_name(model_size), models_dir)
-    model = gpt_model.GPTModel(cfg)
-    if params is not None:
+        _settings, params = load(size, models_dir)
         gpt_model.load_weights_into_gpt(model, params)
     model.eval()
+    model.base_weights = _base_record(model, kind="pretrained", model_size=size, weights_format=weights_format,
+                                      models_dir=os.fspath(models_dir),
+                                      files=_base_files(models_dir, size, weights_format))
     return model, cfg
+
+
+def _load_book_state_dict(model, size, models_dir):
+    """Load the book's PyTorch GPT-2 file into model: the .pth, or the .safetensors twin when only it is here."""
+    stem = Path(models_dir) / size / gpt_download.PYTORCH_FILES[size]
+    suffix = ".safetensors" if stem.with_suffix(".safetensors").is_file() and not stem.with_suffix(".pth").is_file() \
+        else ".pth"
+    state = gpt_download.download_and_load_gpt2_pytorch(size, models_dir, suffix=suffix)
+    wrong = sorted(k for k, v in model.state_dict().items() if k not in state or state[k].shape != v.shape)
+    if wrong:
+        raise gpt_download.CheckpointError(f"{stem}{suffix} does not hold GPT-2 {size}'s weights ({len(wrong)} "
+                                           f"missing or of another shape, e.g. {wrong[0]}); delete it and "
+                                           "download it again.")
+    model.load_state_dict(state, strict=False)  # extra entries (the chapter's att.mask buffers) are not weights
+
+
+# --- what identifies a model's base weights (for classifiers saved as only what training changed) ---
+
+def tensor_sha256(tensor):
+    """sha256 of a tensor's raw bytes (and its dtype): equal exactly when the stored numbers are equal."""
+    data = tensor.detach().cpu().contiguous().reshape(-1)
+    return hashlib.sha256(data.view(torch.uint8).numpy()).hexdigest() + ":" + str(data.dtype)
+
+
+def weights_digest(fingerprints, keys):
+    """One sha256 for the tensors named by keys, from their tensor_sha256 fingerprints."""
+    h = hashlib.sha256()
+    for key in sorted(keys):
+        h.update(f"{key}={fingerprints[key]}\n".encode())
+    return h.hexdigest()
+
+
+def _base_record(model, **identity):
+    """What built the model's weights, plus a fingerprint of each of its tensors (kept in memory only)."""
+    return {**identity, "tensor_sha256": {k: tensor_sha256(v) for k, v in model.state_dict().items()}}
+
+
+def _base_files(models_dir, size, weights_format):
+    """{file name: {"size", "sha256"}} of the files the pretrained weights were read from."""
+    folder = Path(models_dir) / size
+    names = {"openai": gpt_download.GPT2_FILES, "safetensors": ("model.safetensors",),
+             "pytorch": (gpt_download.PYTORCH_FILES[size] + ".pth", gpt_download.PYTORCH_FILES[size] + ".safetensors")
+             }[weights_format]
+    return {name: {"size": (folder / name).stat().st_size, "sha256": gpt_download.file_sha256(folder / name)}
+            for name in names if (folder / name).is_file()}
+
+
+def rebuild_base(base, models_dir=None):
+    """The base model a small checkpoint records (random: from its seed and config; else found or downloaded)."""
+    if base["kind"] == "random":
+        with torch.random.fork_rng(devices=[]):  # the caller's random numbers stay as they were
+            torch.manual_seed(base["seed"])
+            model = gpt_model.GPTModel(dict(base["config"]))
+        model.eval()
+        model.base_weights = _base_record(model, **base)
+        return model
+    models_dir = models_dir or base.get("models_dir") or "gpt2"
+    model, _cfg = build_model(base["model_size"], "pretrained", models_dir, weights_format=base["weights_format"])
+    found, recorded = model.base_weights["files"], base.get("files") or {}
+    for name in sorted(set(found) & set(recorded)):
+        if found[name]["sha256"] != recorded[name]["sha256"]:
+            raise gpt_download.CheckpointError(
+                f"{Path(models_dir) / base['model_size'] / name} is not the file the classifier was trained on "
+                f"(sha256 {found[name]['sha256'][:12]}..., expected {recorded[name]['sha256'][:12]}...); "
+                "download the GPT-2 weights again or pass --models-dir with the original files.")
+    return model

@@ -9,31 +9,34 @@ from model_setup import resolve_device
 from train_classifier import select_token_logits
 
 
-def encode_for_classifier(text, tokenizer, context_length, max_length=None, pad_token_id=50256):
-    """A message's token ids as classify_review feeds them: cut to min(max_length, context_length), padded to it."""
+def encode_for_classifier(text, tokenizer, context_length, max_length=None, pad_token_id=50256, *, pad=True):
+    """A message's token ids as classify_review feeds them: cut to min(max_length, context_length), padded to it.
+
+    pad=False: cut but not padded, as a classifier trained with --no-padding saw its messages.
+    """
     ids = spam_dataset._encode(tokenizer, text)  # exactly SpamDataset's encoding
     limit = context_length if max_length is None else min(max_length, context_length)
     ids = list(ids[:limit])
-    if max_length is not None:
+    if max_length is not None and pad:
         ids += [pad_token_id] * (limit - len(ids))
     return ids
 
 
 def class_probabilities(texts, model, tokenizer, device, max_length=None, *, trainable_token_pos="last",
-                        average_embeddings=False, pad_token_id=50256, batch_size=32):
+                        average_embeddings=False, pad_token_id=50256, batch_size=32, pad=True):
     """Softmax over the classes for each message, a float tensor [len(texts), num_classes] on the CPU.
 
     Each message is encoded as classify_review encodes it. With max_length every message is padded to the same
-    length (as in training), so batches give the same numbers as one message at a time; without it each message
-    runs alone, unpadded.
+    length (as in training), so batches give the same numbers as one message at a time; without it, or with
+    pad=False (a classifier trained without padding), each message runs alone, unpadded.
     """
     if isinstance(texts, str):
         texts = [texts]
     model.eval()
     context_length = getattr(model, "module", model).pos_emb.weight.shape[0]  # a DDP wrapper or the model
-    encoded = [encode_for_classifier(text, tokenizer, context_length, max_length, pad_token_id) or [pad_token_id]
-               for text in texts]  # an empty message still needs one token
-    step = batch_size if max_length is not None else 1
+    encoded = [encode_for_classifier(text, tokenizer, context_length, max_length, pad_token_id, pad=pad)
+               or [pad_token_id] for text in texts]  # an empty message still needs one token
+    step = batch_size if max_length is not None and pad else 1
     chunks = []
     with torch.no_grad():
         for start in range(0, len(encoded), step):
@@ -44,26 +47,31 @@ def class_probabilities(texts, model, tokenizer, device, max_length=None, *, tra
 
 
 def predict(texts, model, tokenizer, device, max_length=None, label_names=("ham", "spam"), pad_token_id=50256,
-            *, trainable_token_pos="last", average_embeddings=False, batch_size=32):
+            *, trainable_token_pos="last", average_embeddings=False, batch_size=32, pad=True):
     """(label, probability of that label) for each message, scored as classify_review scores one."""
     probabilities = class_probabilities(texts, model, tokenizer, device, max_length,
                                         trainable_token_pos=trainable_token_pos,
                                         average_embeddings=average_embeddings, pad_token_id=pad_token_id,
-                                        batch_size=batch_size)
+                                        batch_size=batch_size, pad=pad)
     best, label_ids = probabilities.max(dim=-1)
     names = list(label_names or [])
     return [(names[i] if i < len(names) else str(i), p) for i, p in zip(label_ids.tolist(), best.tolist())]
 
 
-def predict_from_checkpoint(checkpoint, texts, device="cpu", tokenizer=None, models_dir=None):
-    """One call from a saved classifier (file or output folder) to (label, probability) for each message."""
+def predict_from_checkpoint(checkpoint, texts, device="cpu", tokenizer=None, models_dir=None, *, max_length=None,
+                            label_names=None):
+    """One call from a saved classifier (file, output folder, or the chapter's state_dict) to (label, probability).
+
+    max_length and label_names replace the file's (a chapter state_dict's default: 120, "not spam"/"spam").
+    """
     device = resolve_device(device) if isinstance(device, str) else device
-    model, info = load_classifier(checkpoint, device=device)
+    model, info = load_classifier(checkpoint, device=device, models_dir=models_dir)
     if tokenizer is None:
         tokenizer = gpt_download.get_gpt2_tokenizer(models_dir)
     extra = info.get("extra") or {}
-    return predict(texts, model, tokenizer, device, max_length=info.get("max_length"),
-                   label_names=info.get("label_names") or ("ham", "spam"),
+    return predict(texts, model, tokenizer, device, max_length=max_length or info.get("max_length"),
+                   label_names=label_names or info.get("label_names") or ("ham", "spam"),
                    pad_token_id=extra.get("pad_token_id", 50256),
                    trainable_token_pos=extra.get("trainable_token_pos", "last"),
-                   average_embeddings=bool(extra.get("average_embeddings", False)))
+                   average_embeddings=bool(extra.get("average_embeddings", False)),
+                   pad=info.get("padded", True))

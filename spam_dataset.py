@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import os
 import random
 import warnings
 import zipfile
@@ -107,10 +108,25 @@ def download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path, 
     return data_file_path
 
 
-def find_shared_sms_zip():
-    """The team's copy <repo>/../shared/data/sms_spam_collection.zip when present (tests, offline runs), else None."""
-    path = Path(__file__).resolve().parent.parent / "shared" / "data" / "sms_spam_collection.zip"
-    return path if path.is_file() else None
+SMS_ZIP_ENV = "SMS_SPAM_ZIP"  # tests and CI hand over a copy of the archive this way (no download)
+
+
+def find_local_sms_zip(data_dir="data"):
+    """SMS data already on this machine, for offline runs: $SMS_SPAM_ZIP, else a valid download in data_dir, else None.
+
+    data_dir is where a run downloads to (data_dir/sms_spam_collection.zip and the extracted .tsv).
+    """
+    given = os.environ.get(SMS_ZIP_ENV, "").strip()
+    if given:
+        if not Path(given).is_file():
+            raise DataError(f"{SMS_ZIP_ENV}={given} names no file; point it at sms_spam_collection.zip or unset it.")
+        return Path(given)
+    data_dir = Path(data_dir)
+    tsv = data_dir / "sms_spam_collection" / "SMSSpamCollection.tsv"
+    if is_valid_file(tsv, SMS_MEMBER_SIZE, SMS_MEMBER_SHA256):
+        return tsv
+    archive = data_dir / "sms_spam_collection.zip"
+    return archive if archive.is_file() and _read_sms_member(archive) is not None else None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -306,11 +322,15 @@ def create_balanced_dataset(df):
         raise DataError(f"column 'Label' holds one class only ({only}); balancing (and a classifier) needs at "
                         f"least two, so add examples of the other class(es)")
     num_smallest = int(counts.min())
-    # Sorted class order makes the SMS data come out exactly as the chapter's: 747 sampled ham, then the spam.
+    labels = sorted(counts.index, key=str)
+    # The chapter keeps the spam rows as they are and samples ham to their number (a shuffle when the counts are
+    # equal): here the last smallest class plays spam's part. Sorted order gives the chapter's rows for the SMS
+    # data: 747 sampled ham, then the spam.
+    reference = [label for label in labels if counts[label] == num_smallest][-1]
     parts = []
-    for label in sorted(counts.index, key=str):
+    for label in labels:
         subset = df[df["Label"] == label]
-        parts.append(subset.sample(num_smallest, random_state=123) if len(subset) > num_smallest else subset)
+        parts.append(subset if label == reference else subset.sample(num_smallest, random_state=123))
     return pd.concat(parts)
 
 
@@ -418,7 +438,7 @@ def prepare_spam_splits(data=None, data_dir="data", *, offline=False, text_colum
                         encoding=None, balance=True, train_frac=0.7, validation_frac=0.1, verbose=True):
     """Load (or download, or synthesise), balance, split 70/10/20 and write data_dir/{train,validation,test}.csv.
 
-    data: None (download the SMS data; offline: ../shared's zip, else the synthetic sample), "synthetic",
+    data: None (download the SMS data; offline: find_local_sms_zip's, else the synthetic sample), "synthetic",
     a path (the UCI zip, the TSV, a folder, or your CSV/TSV), or a DataFrame with columns Label, Text.
     Returns {"train", "validation", "test": Path, "label_names": [...], "source": str, "num_rows": {...}, ...}.
     """
@@ -435,8 +455,8 @@ def prepare_spam_splits(data=None, data_dir="data", *, offline=False, text_colum
     elif data is not None:
         df = load_spam_dataframe(data, text_column=text_column, label_column=label_column, encoding=encoding)
     elif offline:
-        shared = find_shared_sms_zip()
-        df = load_spam_dataframe(shared) if shared is not None else make_synthetic_spam_data()
+        local = find_local_sms_zip(data_dir)
+        df = load_spam_dataframe(local) if local is not None else make_synthetic_spam_data()
     else:
         data_file = download_and_unzip_spam_data(SMS_URL, data_dir / "sms_spam_collection.zip",
                                                  data_dir / "sms_spam_collection",

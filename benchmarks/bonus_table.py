@@ -74,7 +74,8 @@ def parse_args(argv=None):
     parser.add_argument("--num-epochs", type=int, default=5, help="epochs per row (chapter: 5)")
     parser.add_argument("--lr", type=float, default=5e-5,
                         help="learning rate (chapter: 5e-5; the tiny random model learns visibly only with ~1e-3)")
-    parser.add_argument("--data", default=None, help="the SMS data (default: ../shared's zip, else synthetic)")
+    parser.add_argument("--data", default=None,
+                        help="the SMS data (default: $SMS_SPAM_ZIP or a download in the data folder, else synthetic)")
     parser.add_argument("--gpt2-small-random", action="store_true",
                         help="GPT-2 small's shape with random weights instead of the tiny test-mode model")
     parser.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results"))

@@ -250,13 +250,11 @@ def test_fast_run_takes_its_final_metrics_from_the_cache(tmp_path, monkeypatch, 
     result = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert result["settings"]["trainer"] == "fast" and len(optimizers) == 1  # the fast run's optimizer
     assert len(checked) == 3  # train, validation and test, each predicted once
-    for (fast, full, chapter_accuracy), split in zip(checked, ("train", "val", "test")):
-        # the whole model's predictions (the training loader shuffles: compare counts, not order)
-        assert metrics.classification_metrics(*fast) == metrics.classification_metrics(*full)
-        # the chapter's accuracy: a second whole-model pass over differently shuffled batches, whose float
-        # noise may flip one borderline message of the tiny untrained model
-        num_examples = len(fast[0])
-        assert abs(result[f"{split}_accuracy"] - chapter_accuracy) <= 1 / num_examples + 1e-12
+    for (fast, full, chapter_accuracy), split in zip(checked[1:], ("val", "test")):
+        # the whole model's predictions, and the chapter's accuracy (the training loader shuffles and drops its
+        # last batch, so each pass over it sees other examples: validation and test only)
+        assert all(torch.equal(a, b) for a, b in zip(fast, full))
+        assert result[f"{split}_accuracy"] == pytest.approx(chapter_accuracy)
     assert [metrics.classification_metrics(*fast)["confusion_matrix"] for fast, _, _ in checked[1:]] == [
         result["classification_metrics"][split]["confusion_matrix"] for split in ("validation", "test")]
     assert cli.main(quick_args(tmp_path, "--trainer", "simple")) == 0
@@ -388,3 +386,33 @@ def test_cache_flags_reach_the_fast_trainer_and_the_cache_is_released(tmp_path, 
     assert exc.value.code == 2 and "not a size" in capsys.readouterr().err
     assert cli.main(quick_args(tmp_path, "--cache-dir", str(tmp_path / "nowhere"))) == 1
     assert_one_line_error(capsys, "--cache-dir", "not a folder")
+
+
+def test_metrics_are_strict_json():
+    import json
+
+    import numpy as np
+
+    safe = cli._json_safe({"loss": float("nan"), "accs": [0.5, float("inf")], "t": torch.tensor([1, 2]),
+                          "n": np.int64(3), "name": "x"})
+    assert json.loads(json.dumps(safe, allow_nan=False)) == {"loss": None, "accs": [0.5, None], "t": [1, 2],
+                                                             "n": 3, "name": "x"}
+
+
+@pytest.mark.parametrize("trainer", ["fast", "simple"])
+def test_messages_longer_than_the_context_are_cut_with_a_warning(tmp_path, capsys, trainer):
+    import pandas as pd
+
+    import spam_dataset
+
+    rows = spam_dataset.make_synthetic_spam_data(n_per_class=20)
+    long_text = "win a free prize now " * 300  # about 1500 tokens: more than the model's 1024 positions
+    rows = pd.concat([rows, pd.DataFrame({"Label": ["spam", "ham"] * 5, "Text": [long_text] * 10})])
+    data = tmp_path / "long.csv"
+    rows.to_csv(data, index=False)
+    assert cli.main(quick_args(tmp_path, "--trainer", trainer, "--batch-size", "4", data=data)) == 0
+    captured = capsys.readouterr()
+    assert "longer than the model's context" in captured.out and "truncating to 1024 tokens" in captured.out
+    assert "were longer than max_length=1024 tokens and were truncated" in captured.err
+    info = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert info["settings"]["max_length"] == 1024

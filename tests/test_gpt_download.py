@@ -444,3 +444,52 @@ def test_first_line_of_an_error_message():
     assert first_line(RuntimeError("size mismatch\n  details follow")) == "size mismatch"
     assert first_line(RuntimeError("  \n"), "RuntimeError") == "RuntimeError"  # an empty message, not an IndexError
     assert first_line(EOFError()) == ""
+
+
+# --- the book's PyTorch state dicts (rasbt/gpt2-from-scratch-pytorch) ---
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_pytorch_weights_download_and_load(http_server, tmp_path, suffix, monkeypatch):
+    import io
+
+    import torch
+
+    import gpt_model
+    import model_setup
+
+    torch.manual_seed(0)
+    source = gpt_model.GPTModel(dict(gpt_model.TINY_CONFIG))
+    state = source.state_dict()
+    if suffix == ".pth":
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        body = buffer.getvalue()
+    else:
+        from safetensors.torch import save
+
+        body = save({k: v.contiguous() for k, v in state.items()})
+    name = gpt_download.PYTORCH_FILES["124M"] + suffix
+    http_server.serve(f"/{name}", body, drop_after=len(body) // 2, times=1)  # drops once: the download resumes
+    monkeypatch.setattr(gpt_download, "PYTORCH_WEIGHTS_URL", http_server.base_url + "/{file}")
+    with pytest.raises(gpt_download.DownloadError, match="resume"):
+        gpt_download.download_and_load_gpt2_pytorch("124M", tmp_path, suffix=suffix)
+    assert not (tmp_path / "124M" / name).exists()  # nothing half-written under the real name
+    loaded = gpt_download.download_and_load_gpt2_pytorch("124M", tmp_path, suffix=suffix)
+    assert http_server.requests_for(f"/{name}")[-1]["Range"] == f"bytes={len(body) // 2}-"
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], state[k]) for k in state)
+    assert (tmp_path / "124M" / name).is_file()
+
+    # build_model --weights-format pytorch: the same file, no TensorFlow (GPT-2 small's config made tiny here)
+    monkeypatch.setattr(gpt_model, "get_model_config", lambda size: dict(gpt_model.TINY_CONFIG))
+    monkeypatch.delenv("TUTORIAL_TEST_MODE", raising=False)
+    model, _ = model_setup.build_model("124M", "pretrained", tmp_path, weights_format="pytorch")
+    assert all(torch.equal(model.state_dict()[k], state[k]) for k in state)
+    assert model.base_weights["weights_format"] == "pytorch" and name in model.base_weights["files"]
+
+
+def test_pytorch_weights_that_are_not_a_state_dict_are_one_line(tmp_path):
+    bad = tmp_path / "gpt2-small-124M.pth"
+    bad.write_bytes(b"not a pickle")
+    with pytest.raises(CheckpointError) as error:
+        gpt_download.load_gpt2_state_dict(bad)
+    assert "\n" not in str(error.value) and str(bad) in str(error.value)

@@ -329,7 +329,7 @@ def test_synthetic_sample_is_deterministic_and_labelled(tmp_path, monkeypatch, c
     assert a["Text"].nunique() > 200  # templates with variety, not 300 copies
     assert not sd.make_synthetic_spam_data(seed=1).equals(a)
 
-    monkeypatch.setattr(sd, "find_shared_sms_zip", lambda: None)
+    monkeypatch.delenv("SMS_SPAM_ZIP", raising=False)
     info = sd.prepare_spam_splits(None, tmp_path, offline=True)
     assert info["synthetic"] and "SYNTHETIC" in info["source"] and "SYNTHETIC" in info["note"]
     assert "SYNTHETIC" in capsys.readouterr().out
@@ -367,3 +367,45 @@ def test_loaders_are_seeded_and_accept_a_max_length_cap(tmp_path, tokenizer):
     order1 = [y.tolist() for _, y in sd.create_data_loaders(*paths3, tokenizer, batch_size=4)[0]]
     order2 = [y.tolist() for _, y in sd.create_data_loaders(*paths3, tokenizer, batch_size=4)[0]]
     assert order1 == order2
+
+
+def test_balancing_equal_classes_samples_ham_as_the_chapter_does():
+    # The chapter always samples ham to the number of spam: with equal counts that is a shuffle of the ham rows.
+    df = pd.DataFrame({"Label": ["ham", "spam"] * 20, "Text": [f"message {i}" for i in range(40)]})
+    num_spam = (df["Label"] == "spam").sum()
+    chapter = pd.concat([df[df["Label"] == "ham"].sample(num_spam, random_state=123), df[df["Label"] == "spam"]])
+    pd.testing.assert_frame_equal(sd.create_balanced_dataset(df), chapter)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Finding data the user (or CI) already has: SMS_SPAM_ZIP, then the data folder; never ../shared by itself
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_find_local_sms_zip_reads_the_environment_then_the_data_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("SMS_SPAM_ZIP", raising=False)
+    assert sd.find_local_sms_zip(tmp_path) is None  # nothing downloaded, nothing handed over
+    given = write(tmp_path / "given.zip", "x")
+    monkeypatch.setenv("SMS_SPAM_ZIP", str(given))
+    assert sd.find_local_sms_zip(tmp_path) == given
+    monkeypatch.setenv("SMS_SPAM_ZIP", str(tmp_path / "nowhere.zip"))
+    with pytest.raises(sd.DataError, match="SMS_SPAM_ZIP") as error:
+        sd.find_local_sms_zip(tmp_path)
+    assert "\n" not in str(error.value)
+
+
+def test_the_package_does_not_look_beside_the_project(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("SMS_SPAM_ZIP", raising=False)
+    info = sd.prepare_spam_splits(None, tmp_path, offline=True, verbose=False)
+    assert info["synthetic"]  # even when ../shared holds the archive
+
+
+@needs_real_data
+def test_offline_mode_uses_the_data_a_user_already_downloaded(tmp_path, monkeypatch):
+    monkeypatch.delenv("SMS_SPAM_ZIP", raising=False)
+    (tmp_path / "sms_spam_collection.zip").write_bytes(SHARED_ZIP.read_bytes())  # as the download leaves it
+    assert sd.find_local_sms_zip(tmp_path) == tmp_path / "sms_spam_collection.zip"
+    info = sd.prepare_spam_splits(None, tmp_path, offline=True, verbose=False)
+    assert not info["synthetic"] and info["num_rows"]["train"] == 1045
+    (tmp_path / "sms_spam_collection.zip").write_bytes(b"not a zip")  # a broken download is not used
+    assert sd.find_local_sms_zip(tmp_path) is None

@@ -1,5 +1,4 @@
-"""train_classifier's library half: head swap, last-token loss and accuracy, the chapter's loop, plots,
-classify_review, save/load."""
+"""The chapter's functions: head swap and freezing, last-token loss and accuracy, the loop, plots, classify_review."""
 
 import math
 import os
@@ -7,11 +6,10 @@ import os
 import pytest
 import torch
 
-import checkpoints
-import cli
 import gpt_model
-import model_setup
 import train_classifier as tc
+
+from tiny import tiny_model
 
 
 @pytest.fixture(autouse=True)
@@ -21,11 +19,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_model(seed=123, **overrides):
-    torch.manual_seed(seed)
-    return gpt_model.GPTModel({**gpt_model.TINY_CONFIG, **overrides})
 
 
 class FixedLogits(torch.nn.Module):
@@ -47,110 +40,6 @@ class ParityModel(torch.nn.Module):
     def forward(self, x):
         odd = (x % 2).float()
         return torch.stack([1 - odd, odd], dim=-1)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Settings, devices, models
-
-
-def test_is_test_mode_reads_flag_and_environment(monkeypatch):
-    monkeypatch.delenv("TUTORIAL_TEST_MODE", raising=False)
-    assert model_setup.is_test_mode() is False
-    assert model_setup.is_test_mode(True) is True
-    monkeypatch.setenv("TUTORIAL_TEST_MODE", "1")
-    assert model_setup.is_test_mode() is True
-    monkeypatch.setenv("TUTORIAL_TEST_MODE", "0")
-    assert model_setup.is_test_mode() is False
-
-
-def test_resolve_device():
-    assert model_setup.resolve_device("cpu") == torch.device("cpu")
-    assert model_setup.resolve_device("auto").type in ("cpu", "cuda", "mps")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA"):
-            model_setup.resolve_device("cuda")
-    with pytest.raises(ValueError, match="Unknown device"):
-        model_setup.resolve_device("tpu")
-
-
-def test_build_model_test_mode_is_tiny_and_offline(monkeypatch):
-    import gpt_download
-
-    def no_download(*args, **kwargs):
-        raise AssertionError("test mode must not download")
-
-    monkeypatch.setattr(gpt_download, "download_and_load_gpt2", no_download)
-    model, cfg = model_setup.build_model("gpt2-small (124M)", "pretrained", test_mode=True)
-    assert cfg == gpt_model.TINY_CONFIG
-    assert model.tok_emb.weight.shape == (50257, gpt_model.TINY_CONFIG["emb_dim"])
-
-
-def test_build_model_pretrained_asks_for_the_download_name(monkeypatch, tmp_path):
-    import gpt_download
-
-    calls = []
-
-    def failing_download(model_size, models_dir):
-        calls.append((model_size, models_dir))
-        raise gpt_download.DownloadError("no network")
-
-    monkeypatch.delenv("TUTORIAL_TEST_MODE", raising=False)
-    monkeypatch.setattr(gpt_download, "download_and_load_gpt2", failing_download)
-    monkeypatch.setattr(gpt_download, "tensorflow_import_error", lambda: None)  # as if TensorFlow imported
-    with pytest.raises(gpt_download.DownloadError):
-        model_setup.build_model("gpt2-medium (355M)", "pretrained", models_dir=str(tmp_path))
-    assert calls == [("355M", str(tmp_path))]
-    with pytest.raises(ValueError, match="weights"):
-        model_setup.build_model(weights="imagenet")
-
-
-def test_weights_format_picks_the_loader_and_falls_back_without_tensorflow(monkeypatch, tmp_path, capsys):
-    import gpt_download
-
-    calls = []
-
-    def loader(name):
-        def load(model_size, models_dir):
-            calls.append((name, model_size, models_dir))
-            raise gpt_download.DownloadError("no network")
-        return load
-
-    monkeypatch.delenv("TUTORIAL_TEST_MODE", raising=False)
-    monkeypatch.setattr(gpt_download, "download_and_load_gpt2", loader("openai"))
-    monkeypatch.setattr(gpt_download, "download_and_load_gpt2_safetensors", loader("safetensors"))
-    monkeypatch.setattr(gpt_download, "tensorflow_import_error", lambda: None)
-    for weights_format in ("safetensors", "openai"):
-        with pytest.raises(gpt_download.DownloadError):
-            model_setup.build_model("124M", models_dir=str(tmp_path), weights_format=weights_format)
-    assert capsys.readouterr().out == ""
-    monkeypatch.setattr(gpt_download, "tensorflow_import_error",
-                        lambda: "ModuleNotFoundError: No module named 'tensorflow'")
-    with pytest.raises(gpt_download.DownloadError):
-        model_setup.build_model("124M", models_dir=str(tmp_path))  # openai by default
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1 and "TensorFlow does not import (ModuleNotFoundError" in out
-    assert "safetensors" in out
-    assert calls == [("safetensors", "124M", str(tmp_path)), ("openai", "124M", str(tmp_path)),
-                     ("safetensors", "124M", str(tmp_path))]
-    with pytest.raises(ValueError, match="weights-format"):
-        model_setup.build_model(weights_format="pytorch")
-
-
-def test_build_model_with_a_seed_gives_the_same_tiny_model():
-    first, _ = model_setup.build_model(test_mode=True, seed=7)
-    torch.rand(5)  # whatever ran in between does not matter
-    again, _ = model_setup.build_model(test_mode=True, seed=7)
-    other, _ = model_setup.build_model(test_mode=True, seed=8)
-    for name, value in first.state_dict().items():
-        assert torch.equal(value, again.state_dict()[name]), name
-    assert not torch.equal(first.tok_emb.weight, other.tok_emb.weight)
-    torch.manual_seed(7)  # seed=None (the default): the caller's seed decides, as the CLI and notebooks do
-    seeded_by_caller, _ = model_setup.build_model(test_mode=True)
-    assert torch.equal(first.trf_blocks[0].att.W_query.weight, seeded_by_caller.trf_blocks[0].att.W_query.weight)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Head swap and freezing
 
 
 def count_params(module):
@@ -185,10 +74,6 @@ def test_model_output_has_num_classes_columns():
     model = tc.replace_head_and_freeze(tiny_model(), num_classes=3)
     out = model(torch.tensor([[1, 2, 3, 4]]))
     assert out.shape == (1, 4, 3)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Loss and accuracy
 
 
 def hand_cross_entropy(rows, targets):
@@ -252,10 +137,6 @@ def test_calc_loss_loader_and_evaluate_model_modes():
     assert model.modes == [False, False] and model.training  # evaluated in eval mode, back to train mode
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The chapter's loop
-
-
 def separable_batches(n_batches=4, batch_size=4, seq_len=6, seed=0):
     """Class 1 messages end in token 777, class 0 in token 111: learnable from the last position."""
     g = torch.Generator().manual_seed(seed)
@@ -291,10 +172,6 @@ def test_train_classifier_simple_lowers_loss_and_returns_histories(capsys):
     assert "Ep 1 (Step 000000): Train loss " in out and ", Val loss " in out
     assert "Ep 3 (Step 000010)" in out
     assert out.count("Training accuracy: ") == 3 and "% | Validation accuracy: " in out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Plots and classify_review
 
 
 def test_plot_values_returns_figure(tmp_path):
@@ -351,111 +228,3 @@ def test_classify_review_with_the_real_tokenizer_on_the_tiny_model():
     answer = tc.classify_review("You are a winner you have been specially selected to receive $1000 cash.",
                                 model, tokenizer, "cpu", max_length=120)
     assert answer in ("spam", "not spam")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Save and load
-
-
-def trained_tiny(num_classes=2, seed=1):
-    model = tc.replace_head_and_freeze(tiny_model(seed), num_classes=num_classes)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
-
-
-def test_save_load_round_trip_gives_identical_logits(tmp_path):
-    model = trained_tiny()
-    path = tmp_path / "classifier.pt"
-    checkpoints.save_classifier(path, model, gpt_model.TINY_CONFIG, ["ham", "spam"], 120, {"note": "x"}, model_size="124M")
-    assert os.listdir(tmp_path) == ["classifier.pt"]
-    raw = torch.load(path, weights_only=True)  # a plain dict: no pickled code
-    assert raw["format"] == checkpoints.CHECKPOINT_FORMAT and raw["num_classes"] == 2
-    loaded, info = checkpoints.load_classifier(path)
-    assert info["label_names"] == ["ham", "spam"] and info["max_length"] == 120
-    assert info["config"] == gpt_model.TINY_CONFIG and info["model_size"] == "124M"
-    assert info["trainable_layers"] == "last_block" and info["extra"] == {"note": "x"}
-    x = torch.tensor([[15496, 11, 995, 50256, 50256]])
-    with torch.no_grad():
-        assert torch.equal(model(x), loaded(x))
-    # loading into a given model of the same shape, and from the folder
-    target = tc.replace_head_and_freeze(tiny_model(7), num_classes=2)
-    same, _ = checkpoints.load_classifier(tmp_path, model=target, num_classes=2, model_size="gpt2-small (124M)")
-    assert same is target
-    with torch.no_grad():
-        assert torch.equal(model(x), target(x))
-
-
-def test_load_into_a_different_model_names_the_setting(tmp_path):
-    path = tmp_path / "classifier.pt"
-    checkpoints.save_classifier(path, trained_tiny(), gpt_model.TINY_CONFIG, model_size="124M")
-    other = tc.replace_head_and_freeze(tiny_model(emb_dim=16), num_classes=2)
-    with pytest.raises(ValueError, match=r"emb_dim=32 .* emb_dim=16"):
-        checkpoints.load_classifier(path, model=other)
-    deeper = tc.replace_head_and_freeze(tiny_model(n_layers=3), num_classes=2)
-    with pytest.raises(ValueError, match="n_layers"):
-        checkpoints.load_classifier(path, model=deeper)
-    three = tc.replace_head_and_freeze(tiny_model(), num_classes=3)
-    with pytest.raises(ValueError, match="num_classes=2 .* num_classes=3"):
-        checkpoints.load_classifier(path, model=three)
-    with pytest.raises(ValueError, match="num_classes"):
-        checkpoints.load_classifier(path, num_classes=3)
-    with pytest.raises(ValueError, match="model_size='124M'"):
-        checkpoints.load_classifier(path, model_size="gpt2-medium (355M)")
-    with pytest.raises(ValueError, match="n_heads"):
-        checkpoints.load_classifier(path, cfg={**gpt_model.TINY_CONFIG, "n_heads": 4})
-
-
-def test_truncated_foreign_and_missing_files_give_clear_errors(tmp_path):
-    path = tmp_path / "classifier.pt"
-    checkpoints.save_classifier(path, trained_tiny(), gpt_model.TINY_CONFIG)
-    data = path.read_bytes()
-    cut = tmp_path / "cut.pt"
-    cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="truncated, corrupt"):
-        checkpoints.load_classifier(cut)
-    junk = tmp_path / "junk.pt"
-    junk.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match="truncated, corrupt"):
-        checkpoints.load_classifier(junk)
-    foreign = tmp_path / "foreign.pt"
-    torch.save({"weights": torch.zeros(2)}, foreign)
-    with pytest.raises(ValueError, match="not a classifier saved by save_classifier"):
-        checkpoints.load_classifier(foreign)
-    with pytest.raises(FileNotFoundError, match="not found"):
-        checkpoints.load_classifier(tmp_path / "missing.pt")
-
-
-def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
-    path = tmp_path / "classifier.pt"
-    checkpoints.save_classifier(path, trained_tiny(), gpt_model.TINY_CONFIG)
-    before = path.read_bytes()
-
-    def interrupted(obj, f, *args, **kwargs):
-        with open(f, "wb") as fh:
-            fh.write(b"half")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(torch, "save", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        checkpoints.save_classifier(path, trained_tiny(seed=2), gpt_model.TINY_CONFIG)
-    assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["classifier.pt"]
-
-
-def test_save_rejects_wrong_number_of_label_names(tmp_path):
-    with pytest.raises(ValueError, match="label names"):
-        checkpoints.save_classifier(tmp_path / "c.pt", trained_tiny(num_classes=3), gpt_model.TINY_CONFIG, ["a", "b"])
-
-
-def test_metrics_are_strict_json():
-    import json
-
-    import numpy as np
-
-    safe = cli._json_safe({"loss": float("nan"), "accs": [0.5, float("inf")], "t": torch.tensor([1, 2]),
-                          "n": np.int64(3), "name": "x"})
-    assert json.loads(json.dumps(safe, allow_nan=False)) == {"loss": None, "accs": [0.5, None], "t": [1, 2],
-                                                             "n": 3, "name": "x"}

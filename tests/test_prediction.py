@@ -1,0 +1,147 @@
+"""Using a trained classifier: predict, classify_reviews_fast and the predict command agree with classify_review."""
+
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import checkpoints
+import cli
+import fast_trainer
+import gpt_download
+import gpt_model
+import prediction
+import spam_dataset
+import train_classifier as tc
+
+from tiny import tiny_classifier
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+
+    return gpt_download.get_gpt2_tokenizer()
+
+
+def test_predict_agrees_with_classify_review(tokenizer):
+    model = tiny_classifier(seed=1)
+    texts = ["You are a winner! Claim your prize now", "See you at lunch?", "", "<|endoftext|> hi"]
+    results = prediction.predict(texts, model, tokenizer, "cpu", max_length=16, label_names=["ham", "spam"])
+    assert len(results) == 4
+    for text, (label, prob) in zip(texts, results):
+        assert 0.5 <= prob <= 1.0
+        expected = tc.classify_review(text, model, tokenizer, "cpu", max_length=16) if text else None
+        if expected is not None:
+            assert label == {"spam": "spam", "not spam": "ham"}[expected]
+    # one message alone gives the same answer as inside a batch
+    assert prediction.predict(texts[1], model, tokenizer, "cpu", max_length=16)[0][1] == pytest.approx(results[1][1])
+    unpadded = prediction.predict(texts[:2], model, tokenizer, "cpu")
+    assert len(unpadded) == 2 and all(0.5 <= p <= 1 for _, p in unpadded)
+
+
+class PlainTokenizer:
+    """A tokenizer without tiktoken's disallowed_special switch: one token per character."""
+
+    def encode(self, text, **kwargs):
+        return [ord(c) % 1000 for c in text]
+
+
+def test_classify_review_predict_and_classify_reviews_fast_encode_alike():
+    model = tiny_classifier(seed=3)
+    texts = ["win a prize now", "lunch?", "x" * 40, "<|endoftext|> is text here"]
+    for max_length in (8, 16, None):
+        one_by_one = [tc.classify_review(t, model, PlainTokenizer(), "cpu", max_length) for t in texts]
+        batched = fast_trainer.classify_reviews_fast(texts, model, PlainTokenizer(), "cpu", max_length, batch_size=3)
+        predicted = prediction.predict(texts, model, PlainTokenizer(), "cpu", max_length,
+                               label_names=("not spam", "spam"))  # no TypeError: the same fallback
+        assert batched == one_by_one == [label for label, _ in predicted], max_length
+    # truncated to min(max_length, context_length), padded to it when max_length is given
+    assert prediction.encode_for_classifier("abcdef", PlainTokenizer(), 4) == [97, 98, 99, 100]
+    assert prediction.encode_for_classifier("ab", PlainTokenizer(), 1024, max_length=4, pad_token_id=7) == [97, 98, 7, 7]
+    assert prediction.encode_for_classifier("abcdef", PlainTokenizer(), 3, max_length=5) == [97, 98, 99]
+
+
+def _save_tiny(path, model, label_names=("ham", "spam"), **extra):
+    checkpoints.save_classifier(path, model, gpt_model.TINY_CONFIG, label_names=label_names, max_length=12,
+                       extra=extra or None)
+
+
+def test_predict_from_checkpoint_folder_or_file(tmp_path, tokenizer):
+    model = tiny_classifier(seed=2, num_classes=3)
+    _save_tiny(tmp_path / "classifier.pt", model, ("a", "b", "c"), trainable_token_pos="first")
+    texts = ["hello there", "free entry in a weekly competition"]
+    expected = prediction.predict(texts, model, tokenizer, "cpu", max_length=12, label_names=("a", "b", "c"),
+                          trainable_token_pos="first")
+    for where in (tmp_path, tmp_path / "classifier.pt", str(tmp_path)):
+        got = prediction.predict_from_checkpoint(where, texts, tokenizer=tokenizer)
+        assert [g[0] for g in got] == [e[0] for e in expected]
+        assert [g[1] for g in got] == pytest.approx([e[1] for e in expected], abs=1e-6)
+    with pytest.raises(FileNotFoundError, match="classifier"):
+        prediction.predict_from_checkpoint(tmp_path / "nowhere", texts)
+
+
+def test_predict_command_line(tmp_path, capsys):
+    model = tiny_classifier(seed=3)
+    _save_tiny(tmp_path / "classifier.pt", model)
+    messages = tmp_path / "messages.txt"
+    messages.write_text("first message\n\nsecond one\n", encoding="utf-8")
+    assert cli.predict_main(["--checkpoint", str(tmp_path), "quoted message", "--file", str(messages)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[2] for line in lines] == ["quoted message", "first message", "second one"]
+    assert all(line.split("\t")[0] in ("ham", "spam") and 0.5 <= float(line.split("\t")[1]) <= 1 for line in lines)
+    assert cli.predict_main(["--checkpoint", str(tmp_path / "missing"), "hi"]) == 1
+    assert "classifier" in capsys.readouterr().err
+    assert cli.predict_main(["--checkpoint", str(tmp_path)]) == 1
+    assert cli.main(["predict", "--checkpoint", str(tmp_path), "via main"]) == 0  # the CLI's subcommand
+    assert capsys.readouterr().out.strip().endswith("\tvia main")
+
+
+# --- issue 10: a saved classifier predicts what it was trained to predict, whatever the bonus switches ---
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import bonus_table  # after the sys.path line: the benchmark's ROWS are the switches every file must survive
+
+
+@pytest.fixture(scope="module")
+def sms_csv(tmp_path_factory):
+    """A small synthetic data set with messages of different lengths (so padding matters)."""
+    path = tmp_path_factory.mktemp("data") / "sms.csv"
+    spam_dataset.make_synthetic_spam_data(n_per_class=40).to_csv(path, index=False)
+    return path
+
+
+def _test_accuracy_from_checkpoint(out, data_dir):
+    test = pd.read_csv(data_dir / "test.csv")
+    labels = [label for label, _ in prediction.predict_from_checkpoint(out, list(test["Text"]))]
+    names = json.loads((out / "metrics.json").read_text())["settings"]["label_names"]
+    return sum(label == names[i] for label, i in zip(labels, test["Label"])) / len(test)
+
+
+@pytest.mark.parametrize("row", [r for r in bonus_table.ROWS if r[0] not in bonus_table.OTHER_SIZES],
+                         ids=lambda r: f"row{r[0]}")
+def test_every_bonus_row_reloads_with_the_test_accuracy_training_printed(row, tmp_path, sms_csv):
+    torch.set_num_threads(1)
+    out, data_dir = tmp_path / "out", tmp_path / "data"
+    code = cli.main(["--test-mode", "--data", str(sms_csv), "--data-dir", str(data_dir), "--output-dir", str(out),
+                     "--num-epochs", "2", "--batch-size", "4", "--eval-freq", "20", "--eval-iter", "1",
+                     "--lr", "2e-3", *row[6]])
+    assert code == 0
+    printed = json.loads((out / "metrics.json").read_text())["test_accuracy"]
+    assert _test_accuracy_from_checkpoint(out, data_dir) == pytest.approx(printed, abs=1e-9)
+
+
+def test_no_padding_classifier_reads_the_last_real_token(tmp_path, tokenizer):
+    torch.manual_seed(0)
+    model = gpt_model.GPTModel(dict(gpt_model.TINY_CONFIG))
+    model.out_head = torch.nn.Linear(gpt_model.TINY_CONFIG["emb_dim"], 2)
+    texts = ["short", "a somewhat longer message than that"]
+    unpadded = prediction.class_probabilities(texts, model, tokenizer, "cpu", max_length=30, pad=False)
+    alone = torch.cat([prediction.class_probabilities([t], model, tokenizer, "cpu") for t in texts])
+    assert torch.allclose(unpadded, alone)
+    padded = prediction.class_probabilities(texts, model, tokenizer, "cpu", max_length=30)
+    assert not torch.allclose(padded, alone)  # the pad token's output is another number
