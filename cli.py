@@ -19,6 +19,7 @@ import attacks
 import gpt_download
 import look_inside
 import spam_dataset
+from activation_cache import cache_report, parse_size, release_cache
 from checkpoints import load_classifier, save_classifier
 from distributed import (
     cleanup_distributed,
@@ -31,11 +32,8 @@ from distributed import (
 from experiments import LORA_SCALINGS, count_trainable_parameters, setup_classifier
 from fast_trainer import (
     FAST_PRECISIONS,
-    cache_report,
     make_optimizer,
-    parse_size,
     predict_labels_fast,
-    release_cache,
     train_classifier_fast,
     why_not_fast,
 )

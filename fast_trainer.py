@@ -6,37 +6,23 @@ caches its output, and trains (and evaluates) only the trainable top on the cach
 block is computed only at the one position the loss reads (its key and value weights fold into that query).
 Same loaders, same batches, same random numbers, same printed progress: only less arithmetic.
 
-The cache (ActivationCache) takes a share of the memory available and spills beyond it to a temporary file,
-so the speed holds at any data size; with precision="bf16" it holds bf16 and the frozen blocks run on bf16
-copies of their weights, cast once.
+The cache (activation_cache.ActivationCache) takes a share of the memory available and spills beyond it to a
+temporary file, so the speed holds at any data size; with precision="bf16" it holds bf16 and the frozen blocks
+run on bf16 copies of their weights, cast once.
 """
 
-import contextlib
-import copy
-import mmap
-import re
-import shutil
-import tempfile
-import time
-import weakref
-from typing import ClassVar
 
-import psutil
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 import gpt_model
 import metrics
 import prediction
+from activation_cache import ActivationCache, autocast_for, bf16_copy, message_key, release_cache
+from experiments import LinearWithLoRA
 from train_classifier import TRAINABLE_TOKEN_POSITIONS, classify_review, train_classifier_simple
 
 FAST_PRECISIONS = ("fp32", "bf16")
-# The cache's default memory budget: this share of the memory available when it starts (the rest stays free
-# for the model, the optimizer and everything else running). Beyond it the cache spills to a file.
-CACHE_MEMORY_SHARE = 0.5
-
-
 def make_optimizer(model, lr=5e-5, weight_decay=0.1):
     """The chapter's AdamW, over the trainable parameters only and fused where PyTorch can: the same update, sooner."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -85,225 +71,13 @@ def _why_not_frozen(model):
     """Why there is no frozen prefix whose output can be cached ("" when there is one)."""
     if any(p.requires_grad for p in (*model.tok_emb.parameters(), *model.pos_emb.parameters())):
         return "the embeddings are trainable, so there is no frozen prefix to cache"
-    if any(p.requires_grad for p in model.trf_blocks[0].parameters()):
-        return "the first transformer block trains (e.g. LoRA or all layers), so there is little to cache"
+    if any(isinstance(m, LinearWithLoRA) for m in model.modules()):
+        return "LoRA trains updates inside every block, so there is no frozen block to cache"
     # Dropout draws random numbers each step: cached activations could not reproduce them.
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Dropout) and module.p > 0:
             return f"dropout is on ({name}.p = {module.p}); set drop_rate to 0.0 as the chapter does"
     return ""
-
-
-def _num_frozen_blocks(model):
-    """How many blocks from the bottom have no trainable parameter (the prefix the cache may hold)."""
-    for i, block in enumerate(model.trf_blocks):
-        if any(p.requires_grad for p in block.parameters()):
-            return i
-    return len(model.trf_blocks)
-
-
-def _fingerprint(model, num_frozen):
-    """A cheap summary of the frozen weights that changes when they change, even through `.data` writes.
-
-    A tensor's _version misses writes through `.data` and id() misses copies into the same tensor, so this
-    reads the values: a strided sample of at most 4096 per tensor, whatever the model's size.
-    """
-    frozen = [*model.tok_emb.parameters(), *model.pos_emb.parameters(),
-              *model.trf_blocks[:num_frozen].parameters()]
-    with torch.no_grad():
-        samples = [p.detach().reshape(-1)[:: p.numel() // 4096 + 1] for p in frozen]
-        sums = torch.stack([s.double().sum() for s in samples]).tolist()
-    return tuple((p.data_ptr(), p.dtype, tuple(p.shape), s) for p, s in zip(frozen, sums))
-
-
-def parse_size(text):
-    """Bytes from "8GB", "512MB", "1.5G", "0" or a plain number (powers of 1024); ValueError for anything else."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", str(text).lower())
-    if not match:
-        raise ValueError(f"{text!r} is not a size; write it like 8GB, 512MB or 0.")
-    return int(float(match[1]) * 1024 ** " kmgt".index(match[2] or " "))
-
-
-def _gb(num_bytes):
-    """Bytes as a short human figure for progress lines."""
-    return f"{num_bytes / 2**30:.2f} GB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.0f} MB"
-
-
-class ActivationCache:
-    """The frozen prefix's output per message, in memory up to a budget and beyond it in one temporary file.
-
-    A message's key is its token ids up to the position the classifier reads: causal attention looks no
-    further, so that row of activations ([length, emb_dim], in the precision the top runs in) is all the
-    trainable top needs. The file is written once per fill pass, read back batch by batch through a memory
-    map, and has no name on disk (TemporaryFile): it disappears on close, on Ctrl-C, on any exit.
-    """
-
-    _of_model: ClassVar[weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()  # model -> its cache, so the accuracies after training reuse it
-
-    @classmethod
-    def for_model(cls, model, device, precision="fp32", memory=None, cache_dir=None):
-        """The model's cache; a fresh one when the frozen weights, device or precision changed."""
-        num_frozen = _num_frozen_blocks(model)
-        signature = (num_frozen, str(device), precision, _fingerprint(model, num_frozen))
-        cache = cls._of_model.get(model)
-        if cache is None or cache.signature != signature:
-            if cache is not None:
-                cache.close()
-            cache = cls._of_model[model] = cls(model, signature, precision)
-        if memory is not None:  # later calls without a budget keep the one given first
-            cache.memory = parse_size(memory)
-        if cache_dir is not None:
-            cache.cache_dir = cache_dir
-        return cache
-
-    def __init__(self, model, signature, precision="fp32"):
-        self.signature, self.num_frozen, self.precision = signature, signature[0], precision
-        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.emb_dim = model.tok_emb.weight.shape[1]
-        self.memory = int(CACHE_MEMORY_SHARE * psutil.virtual_memory().available)
-        self.cache_dir = None  # None: the system's temporary folder
-        self.rows = {}  # key -> a tensor in memory, or (offset, length) in the file
-        self.memory_bytes = self.disk_bytes = 0
-        self.file = self.map = self.bf16_blocks = None
-        self.full = False  # some messages fit neither in memory nor on disk: they are recomputed each time
-        self.stats = {"tokens": 0, "flops": 0, "seconds": 0.0}
-
-    def row_bytes(self, length):
-        """What one message of `length` tokens costs in the cache."""
-        return length * self.emb_dim * self.dtype.itemsize
-
-    def add(self, model, rows, device, progress=True):
-        """Run the frozen prefix once on the rows not cached yet (length-sorted chunks) and keep the results."""
-        todo = sorted({_key(r): r for r in rows if _key(r) not in self.rows}.values(), key=len)
-        total = sum(self.row_bytes(len(r)) for r in todo)
-        to_disk = self._disk_room(max(0, self.memory_bytes + total - self.memory))
-        bar = tqdm(total=len(todo), unit="msg", disable=not (progress and todo), mininterval=1.0,
-                   desc=f"Frozen blocks -> {_gb(total)} cache")
-        with bar:
-            for chunk in _length_chunks(todo):
-                ids = torch.zeros(len(chunk), len(chunk[-1]), dtype=torch.long)
-                for i, row in enumerate(chunk):
-                    ids[i, : len(row)] = row
-                x = self.prefix(model, ids.to(device)).to("cpu", self.dtype)
-                for i, row in enumerate(chunk):
-                    self.full |= not self._store(_key(row), x[i, : len(row)], to_disk)
-                bar.update(len(chunk))
-                bar.set_postfix_str(f"{_gb(self.memory_bytes)} in memory, {_gb(self.disk_bytes)} on disk, "
-                                    f"{self.gflops():.0f} GFLOP/s", refresh=False)
-        if self.file is not None and self.disk_bytes > (len(self.map) if self.map is not None else 0):
-            self.file.flush()  # written once; read back through a map of the whole file
-            if self.map is not None:
-                self.map.close()
-            self.map = mmap.mmap(self.file.fileno(), self.disk_bytes, access=mmap.ACCESS_READ)
-
-    def _store(self, key, x, to_disk):
-        """Keep one row: in memory while the budget lasts, then in the file; False when neither has room."""
-        size = self.row_bytes(len(x))
-        if self.memory_bytes + size <= self.memory:
-            self.rows[key] = x.clone()
-            self.memory_bytes += size
-        elif to_disk:
-            self.file.write(x.contiguous().view(torch.uint8).numpy().tobytes())
-            self.rows[key] = (self.disk_bytes, len(x))
-            self.disk_bytes += size
-        else:
-            return False
-        return True
-
-    def _disk_room(self, needed):
-        """True when `needed` bytes fit in the cache folder (opening the file); else one line saying so."""
-        if needed <= 0:
-            return False
-        folder = self.cache_dir or tempfile.gettempdir()
-        free = shutil.disk_usage(folder).free
-        if free < needed + 2**30:  # leave a GB for everything else
-            print(f"Fast trainer: the cache needs {_gb(needed)} beyond --cache-memory but {folder} has "
-                  f"{_gb(free)} free; those messages are recomputed each time (same results, slower). "
-                  "Pass --cache-dir on a larger disk or a larger --cache-memory.")
-            return False
-        if self.file is None:
-            self.file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed by close()): nameless, gone however the run ends
-        return True
-
-    def get(self, key):
-        """A cached row [length, emb_dim] (a copy when it comes from the file), or None."""
-        row = self.rows.get(key)
-        if not isinstance(row, tuple):
-            return row
-        offset, length = row
-        size = self.row_bytes(length)
-        data = torch.frombuffer(bytearray(self.map[offset: offset + size]), dtype=self.dtype)
-        if hasattr(self.map, "madvise"):  # drop the pages from this process (the OS keeps them cached)
-            start = offset - offset % mmap.PAGESIZE
-            self.map.madvise(mmap.MADV_DONTNEED, start, offset + size - start)
-        return data.view(length, self.emb_dim)
-
-    def prefix(self, model, ids):
-        """The embeddings and the frozen blocks on ids [b, t], timed; bf16: weights cast once, not per call."""
-        blocks = model.trf_blocks[: self.num_frozen]
-        if self.precision == "bf16":
-            if self.bf16_blocks is None:
-                self.bf16_blocks = _bf16_copy(blocks)
-            blocks = self.bf16_blocks
-        start = time.perf_counter()
-        with torch.no_grad(), _autocast(self.precision, ids.device):
-            x = model.tok_emb(ids) + model.pos_emb(torch.arange(ids.shape[1], device=ids.device))
-            x = blocks(x)
-        if ids.device.type == "cuda":
-            torch.cuda.synchronize(ids.device)  # the kernels run asynchronously: time their end
-        b, t = ids.shape
-        self.stats["seconds"] += time.perf_counter() - start
-        self.stats["tokens"] += b * t
-        self.stats["flops"] += self.num_frozen * (24 * b * t * self.emb_dim**2 + 4 * b * t * t * self.emb_dim)
-        return x
-
-    def gflops(self):
-        """The frozen blocks' achieved speed so far: dense matrix-product FLOPs per second, in billions."""
-        return self.stats["flops"] / self.stats["seconds"] / 1e9 if self.stats["seconds"] else 0.0
-
-    def close(self):
-        """Free the memory and remove the file (also done when the model goes, or when Python exits)."""
-        if self.map is not None:
-            self.map.close()
-        if self.file is not None:
-            self.file.close()
-        self.rows, self.file, self.map, self.memory_bytes, self.disk_bytes = {}, None, None, 0, 0
-
-
-def cache_report(model):
-    """The model's cache in numbers (frozen_gflops, tokens, memory_bytes, disk_bytes); {} when it has none."""
-    cache = ActivationCache._of_model.get(model)
-    if cache is None:
-        return {}
-    return {"frozen_gflops": cache.gflops(), "tokens": cache.stats["tokens"], "prefix_seconds":
-            cache.stats["seconds"], "memory_bytes": cache.memory_bytes, "disk_bytes": cache.disk_bytes}
-
-
-def release_cache(model):
-    """Drop the model's activation cache now (its memory and its file), e.g. at the end of a command."""
-    cache = ActivationCache._of_model.pop(model, None)
-    if cache is not None:
-        cache.close()
-
-
-def _bf16_copy(blocks):
-    """The frozen blocks with their Linear weights in bf16, cast once (autocast would cast them every call)."""
-    blocks = copy.deepcopy(blocks)
-    for module in blocks.modules():
-        if isinstance(module, torch.nn.Linear):
-            module.to(torch.bfloat16)  # LayerNorm stays fp32, as autocast runs it; so the results match autocast's
-    return blocks
-
-
-def _length_chunks(rows):
-    """Consecutive slices of length-sorted rows with up to 4096 tokens each (padding counted): big products."""
-    start = 0
-    while start < len(rows):
-        end = start + 1
-        while end < len(rows) and (end + 1 - start) * len(rows[end]) <= 4096:
-            end += 1
-        yield rows[start:end]
-        start = end
 
 
 def _read_positions(input_batch, trainable_token_pos, pad_token_id):
@@ -314,11 +88,6 @@ def _read_positions(input_batch, trainable_token_pos, pad_token_id):
     if trainable_token_pos == "first":
         return torch.zeros(b, dtype=torch.long)
     return ((input_batch != pad_token_id).sum(dim=1) - 1).clamp(min=0).long()
-
-
-def _key(tokens):
-    """Cache key of a message: its token ids up to the read position (causal attention looks no further)."""
-    return tokens.to(torch.int64).cpu().numpy().tobytes()
 
 
 def _warm_cache(model, cache, datasets, trainable_token_pos, pad_token_id, device):
@@ -349,7 +118,7 @@ def _to_device(x, device):
 def _cached_prefix(model, cache, input_batch, pos, device):
     """Frozen-prefix activations for a batch: [b, max(pos)+1, emb_dim] fp32, each row valid up to its position."""
     rows = [input_batch[i, : int(p) + 1] for i, p in enumerate(pos)]
-    keys = [_key(row) for row in rows]
+    keys = [message_key(row) for row in rows]
     if not cache.full and any(k not in cache.rows for k in keys):
         cache.add(model, rows, device, progress=False)
     cached = [cache.get(k) for k in keys]
@@ -419,13 +188,6 @@ def _fast_logits(model, cache, input_batch, device, trainable_token_pos, pad_tok
     return model.out_head(model.final_norm(x_pos))
 
 
-def _autocast(precision, device):
-    """bfloat16 autocast when asked for (opt-in: faster where supported, not bit-comparable), else nothing."""
-    if precision == "bf16":
-        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _fast_loss_loader(model, cache, data_loader, device, num_batches, token):
     """calc_loss_loader from the cache: the same batches in the same order, without gradients."""
     if len(data_loader) == 0:
@@ -482,7 +244,7 @@ def _fast_predictions(model, cache, data_loader, device, num_batches, token, pre
     for i, (input_batch, target_batch) in enumerate(data_loader):
         if i >= num_batches:
             break
-        with torch.inference_mode(), _autocast(precision, device):
+        with torch.inference_mode(), autocast_for(precision, device):
             logits = _fast_logits(model, cache, input_batch, device, **token)
         predictions.append(torch.argmax(logits, dim=-1).cpu())
         targets.append(target_batch.cpu())
@@ -530,7 +292,7 @@ def _fast_loop(model, cache, train_loader, val_loader, optimizer, device, num_ep
         model.train()
         for input_batch, target_batch in train_loader:
             optimizer.zero_grad()
-            with _autocast(precision, device):
+            with autocast_for(precision, device):
                 logits = _fast_logits(model, cache, input_batch, device, **token)
             loss = F.cross_entropy(logits.float(), target_batch.to(device))
             loss.backward()
@@ -539,7 +301,7 @@ def _fast_loop(model, cache, train_loader, val_loader, optimizer, device, num_ep
             global_step += 1
             if global_step % eval_freq == 0:
                 model.eval()
-                with _autocast(precision, device):
+                with autocast_for(precision, device):
                     train_loss = _fast_loss_loader(model, cache, train_loader, device, eval_iter, token)
                     val_loss = _fast_loss_loader(model, cache, val_loader, device, eval_iter, token)
                 model.train()
@@ -573,7 +335,7 @@ def class_probabilities_fast(texts, model, tokenizer, device, max_length=None, p
     else:
         pos = [int(_read_positions(row[None], trainable_token_pos, pad_token_id)[0]) for row in rows]
     blocks = model.trf_blocks[:-1]
-    blocks = _bf16_copy(blocks) if precision == "bf16" else blocks
+    blocks = bf16_copy(blocks) if precision == "bf16" else blocks
     order = sorted(range(len(rows)), key=lambda i: pos[i])
     out = torch.zeros(len(rows), model.out_head.out_features)
     for start in range(0, len(order), batch_size):
@@ -581,7 +343,7 @@ def class_probabilities_fast(texts, model, tokenizer, device, max_length=None, p
         ids = torch.full((len(chunk), max(pos[i] for i in chunk) + 1), pad_token_id, dtype=torch.long)
         for k, i in enumerate(chunk):  # causal: nothing after the read position matters
             ids[k, : pos[i] + 1] = rows[i][: pos[i] + 1]
-        with torch.inference_mode(), _autocast(precision, device):
+        with torch.inference_mode(), autocast_for(precision, device):
             ids = ids.to(device)
             x = blocks(model.tok_emb(ids) + model.pos_emb(torch.arange(ids.shape[1], device=device)))
             x = _last_block_at(model.trf_blocks[-1], x, torch.tensor([pos[i] for i in chunk]))

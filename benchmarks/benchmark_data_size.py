@@ -109,13 +109,13 @@ def cache_rows(loaders):
 
 def run_frozen(size, sample, workdir):
     """The frozen pass on a random sample of the set's messages, timed per token, and the set's token count."""
-    import fast_trainer
+    import activation_cache
 
     data, balance = data_for(size)
     model, _, loaders, _, _ = bft.setup(True, workdir, fast_optimizer=True, data=data, balance=balance)
     rows = cache_rows(loaders)
     picked = random.Random(0).sample(rows, min(sample, len(rows)))
-    cache = fast_trainer.ActivationCache.for_model(model, "cpu")
+    cache = activation_cache.ActivationCache.for_model(model, "cpu")
     cache.add(model, picked, "cpu")
     lengths = [len(r) for r in rows]
     return {"messages": len(rows), "tokens": sum(lengths), "max_tokens": max(lengths),
@@ -132,6 +132,7 @@ def run_loop(size, where, workdir, max_steps, max_batches):
     """
     import torch
 
+    import activation_cache
     import fast_trainer
 
     data, balance = data_for(size)
@@ -141,7 +142,7 @@ def run_loop(size, where, workdir, max_steps, max_batches):
         self.stats["tokens"] += ids.numel()
         return torch.randn(*ids.shape, self.emb_dim)
 
-    fast_trainer.ActivationCache.prefix = stand_in
+    activation_cache.ActivationCache.prefix = stand_in
     token = {"trainable_token_pos": "flexible", "pad_token_id": 50256}
     steps = len(loaders[0])
     start = time.perf_counter()
@@ -152,7 +153,7 @@ def run_loop(size, where, workdir, max_steps, max_batches):
     marks = [*record["marks"], time.perf_counter()]
     warm = marks[0] - start  # the one pass: every training and validation message into the cache
     per_step = (marks[-1] - marks[0]) / (len(marks) - 1)  # evaluations every 50 steps included
-    cache = fast_trainer.ActivationCache._of_model[model]
+    cache = activation_cache.ActivationCache._of_model[model]
     final = 0.0
     for loader in loaders:
         begin = time.perf_counter()
@@ -161,7 +162,7 @@ def run_loop(size, where, workdir, max_steps, max_batches):
         middle = time.perf_counter()
         fast_trainer.predict_labels_fast(loader, model, "cpu", num_batches=batches, **token)
         final += middle - begin + (time.perf_counter() - middle) / batches * len(loader)
-    report = fast_trainer.cache_report(model)
+    report = activation_cache.cache_report(model)
     return {"train_seconds": warm + per_step * steps, "final_seconds": final, "steps": steps,
             "measured_steps": len(marks) - 1, "warm_seconds": warm, "per_step": per_step,
             "memory_bytes": report["memory_bytes"], "disk_bytes": report["disk_bytes"], "budget": cache.memory,

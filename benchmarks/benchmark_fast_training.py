@@ -175,6 +175,7 @@ def run_chapter_sample(flexible, sample_steps, workdir, num_epochs=None, **setup
 
 def run_fast(flexible, precision, workdir):
     """train_classifier_fast on the full job, then the three full accuracies from its cache."""
+    import activation_cache
     import fast_trainer
 
     model, optimizer, loaders, _, _ = setup(flexible, workdir, fast_optimizer=True)
@@ -191,7 +192,7 @@ def run_fast(flexible, precision, workdir):
     final_seconds = time.perf_counter() - start
     return {"losses": record["losses"], "train_seconds": train_seconds, "final_seconds": final_seconds,
             "accs": accs, "val_losses": result[1], "peak_mb": peak_memory_mb(),
-            "optimizer": optimizer_description(optimizer), "cache": fast_trainer.cache_report(model)}
+            "optimizer": optimizer_description(optimizer), "cache": activation_cache.cache_report(model)}
 
 
 def run_command(flexible, precision, workdir):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import activation_cache
 import checkpoints
 import cli
 import fast_trainer
@@ -222,7 +223,7 @@ def test_one_place_picks_the_fast_trainer_unless_a_switch_needs_the_chapters_loo
                        (["--average-embeddings"], "does not implement average_embeddings"),
                        (["--ignore-index", "1"], "does not implement ignore_index"),
                        (["--ignore-index", "50256"], None),  # no label is 50256: the chapter's loss
-                       (["--trainable-layers", "lora"], "first transformer block trains"),
+                       (["--trainable-layers", "lora"], "LoRA trains updates inside every block"),
                        (["--trainable-layers", "all"], "embeddings are trainable")):
         trainer, out = choose(*flags)
         assert trainer == ("fast" if why is None else "simple"), flags
@@ -369,7 +370,7 @@ def test_cache_flags_reach_the_fast_trainer_and_the_cache_is_released(tmp_path, 
     def record(model, *args, **kwargs):
         seen.append((kwargs["cache_memory"], kwargs["cache_dir"]))
         result = original(model, *args, **kwargs)
-        seen.append(fast_trainer.cache_report(model))
+        seen.append(activation_cache.cache_report(model))
         return result
 
     monkeypatch.setattr(cli, "train_classifier_fast", record)

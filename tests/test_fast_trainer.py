@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+import activation_cache
 import fast_trainer
 import gpt_model
 import metrics
@@ -118,7 +119,7 @@ def test_fast_trainer_matches_chapter_loop(token_pos, per_batch):
     model = make_model()
     fast = run(fast_trainer.train_classifier_fast, model, per_batch, trainable_token_pos=token_pos)
     assert not any("not used" in line for line in fast[2])
-    assert len(fast_trainer.ActivationCache._of_model[model].rows) > 0  # the cache was used, not the fallback
+    assert len(activation_cache.ActivationCache._of_model[model].rows) > 0  # the cache was used, not the fallback
     # reading the first token, attention has one key to look at: queries and keys get no true gradient
     noise_only = ("att.W_key", "att.W_query") if token_pos == "first" else ("att.W_key.bias",)
     assert_same_run(fast, simple, noise_only)
@@ -151,7 +152,7 @@ def chapter_run():
 
 
 def cache_of(model):
-    return fast_trainer.ActivationCache._of_model[model]
+    return activation_cache.ActivationCache._of_model[model]
 
 
 def without_cache_lines(fast):
@@ -166,7 +167,7 @@ def without_cache_lines(fast):
 def test_fast_trainer_exact_with_the_cache_in_memory_on_disk_split_or_recomputed(memory, disk_free, where,
                                                                                  tmp_path, monkeypatch):
     if disk_free is not None:  # a full disk: the messages beyond memory are recomputed, and one line says so
-        monkeypatch.setattr(fast_trainer.shutil, "disk_usage", lambda path: shutil_usage(free=disk_free))
+        monkeypatch.setattr(activation_cache.shutil, "disk_usage", lambda path: shutil_usage(free=disk_free))
     simple = chapter_run()
     model = make_model()
     fast = run(fast_trainer.train_classifier_fast, model, cache_memory=memory, cache_dir=str(tmp_path))
@@ -177,7 +178,7 @@ def test_fast_trainer_exact_with_the_cache_in_memory_on_disk_split_or_recomputed
     assert (len(notes) == 1 and "--cache-dir" in notes[0]) == (where == "recomputed")
     assert_same_run(fast, simple)
     assert list(tmp_path.iterdir()) == []  # the file has no name on disk: nothing to leave behind
-    fast_trainer.release_cache(model)
+    activation_cache.release_cache(model)
     assert cache.file is None and cache.rows == {}
 
 
@@ -191,21 +192,21 @@ def test_cache_budget_defaults_to_a_share_of_available_memory(monkeypatch):
     class Memory:
         available = 10 * 2**30
 
-    monkeypatch.setattr(fast_trainer.psutil, "virtual_memory", lambda: Memory())
-    cache = fast_trainer.ActivationCache.for_model(make_model(), "cpu")
-    assert cache.memory == int(fast_trainer.CACHE_MEMORY_SHARE * 10 * 2**30)
-    assert fast_trainer.ActivationCache.for_model(make_model(), "cpu", memory="8GB").memory == 8 * 2**30
+    monkeypatch.setattr(activation_cache.psutil, "virtual_memory", lambda: Memory())
+    cache = activation_cache.ActivationCache.for_model(make_model(), "cpu")
+    assert cache.memory == int(activation_cache.CACHE_MEMORY_SHARE * 10 * 2**30)
+    assert activation_cache.ActivationCache.for_model(make_model(), "cpu", memory="8GB").memory == 8 * 2**30
 
 
 @pytest.mark.parametrize("text, size", [("8GB", 8 * 2**30), ("512MB", 512 * 2**20), ("1.5g", 3 * 2**29),
                                         ("0", 0), ("2048", 2048), (" 4 GiB ", 4 * 2**30)])
 def test_parse_size(text, size):
-    assert fast_trainer.parse_size(text) == size
+    assert activation_cache.parse_size(text) == size
 
 
 def test_parse_size_rejects_nonsense_in_one_sentence():
     with pytest.raises(ValueError, match="not a size.*8GB"):
-        fast_trainer.parse_size("lots")
+        activation_cache.parse_size("lots")
 
 
 def test_an_interrupted_run_releases_its_cache(monkeypatch, tmp_path):
@@ -217,7 +218,7 @@ def test_an_interrupted_run_releases_its_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(fast_trainer, "_fast_loop", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(fast_trainer.train_classifier_fast, model, cache_memory=0, cache_dir=str(tmp_path))
-    assert model not in fast_trainer.ActivationCache._of_model
+    assert model not in activation_cache.ActivationCache._of_model
     assert list(tmp_path.iterdir()) == []
 
 
@@ -225,7 +226,7 @@ def test_bf16_weights_cast_once_give_autocasts_numbers():
     """The frozen blocks' bf16 copy computes exactly what autocast computes from the fp32 weights (sooner)."""
     model = make_model()
     ids = torch.randint(0, 1000, (3, 17))
-    cache = fast_trainer.ActivationCache.for_model(model, "cpu", "bf16")
+    cache = activation_cache.ActivationCache.for_model(model, "cpu", "bf16")
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         x = model.tok_emb(ids) + model.pos_emb(torch.arange(17))
         expected = model.trf_blocks[: cache.num_frozen](x)

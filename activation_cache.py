@@ -1,0 +1,249 @@
+"""The fast trainer's cache: each message's frozen-prefix activations, computed once, in memory or on disk.
+
+A message's key is its token ids up to the position the classifier reads: causal attention looks no further,
+so that row of activations is all the trainable top needs. The cache takes a share of the memory available
+(psutil) and spills beyond it to a nameless temporary file read back through a memory map, so the fast
+trainer's cost grows with the data instead of falling off a cliff when memory runs out.
+"""
+
+import contextlib
+import copy
+import mmap
+import re
+import shutil
+import tempfile
+import time
+import weakref
+from typing import ClassVar
+
+import psutil
+import torch
+from tqdm.auto import tqdm
+
+# The cache's default memory budget: this share of the memory available when it starts (the rest stays free
+# for the model, the optimizer and everything else running). Beyond it the cache spills to a file.
+CACHE_MEMORY_SHARE = 0.5
+
+
+def _num_frozen_blocks(model):
+    """How many blocks from the bottom have no trainable parameter (the prefix the cache may hold)."""
+    for i, block in enumerate(model.trf_blocks):
+        if any(p.requires_grad for p in block.parameters()):
+            return i
+    return len(model.trf_blocks)
+
+
+def _fingerprint(model, num_frozen):
+    """A cheap summary of the frozen weights that changes when they change, even through `.data` writes.
+
+    A tensor's _version misses writes through `.data` and id() misses copies into the same tensor, so this
+    reads the values: a strided sample of at most 4096 per tensor, whatever the model's size.
+    """
+    frozen = [*model.tok_emb.parameters(), *model.pos_emb.parameters(),
+              *model.trf_blocks[:num_frozen].parameters()]
+    with torch.no_grad():
+        samples = [p.detach().reshape(-1)[:: p.numel() // 4096 + 1] for p in frozen]
+        sums = torch.stack([s.double().sum() for s in samples]).tolist()
+    return tuple((p.data_ptr(), p.dtype, tuple(p.shape), s) for p, s in zip(frozen, sums))
+
+
+def parse_size(text):
+    """Bytes from "8GB", "512MB", "1.5G", "0" or a plain number (powers of 1024); ValueError for anything else."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", str(text).lower())
+    if not match:
+        raise ValueError(f"{text!r} is not a size; write it like 8GB, 512MB or 0.")
+    return int(float(match[1]) * 1024 ** " kmgt".index(match[2] or " "))
+
+
+def _gb(num_bytes):
+    """Bytes as a short human figure for progress lines."""
+    return f"{num_bytes / 2**30:.2f} GB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.0f} MB"
+
+
+class ActivationCache:
+    """The frozen prefix's output per message, in memory up to a budget and beyond it in one temporary file.
+
+    A message's key is its token ids up to the position the classifier reads: causal attention looks no
+    further, so that row of activations ([length, emb_dim], in the precision the top runs in) is all the
+    trainable top needs. The file is written once per fill pass, read back batch by batch through a memory
+    map, and has no name on disk (TemporaryFile): it disappears on close, on Ctrl-C, on any exit.
+    """
+
+    _of_model: ClassVar[weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()  # model -> its cache, so the accuracies after training reuse it
+
+    @classmethod
+    def for_model(cls, model, device, precision="fp32", memory=None, cache_dir=None):
+        """The model's cache; a fresh one when the frozen weights, device or precision changed."""
+        num_frozen = _num_frozen_blocks(model)
+        signature = (num_frozen, str(device), precision, _fingerprint(model, num_frozen))
+        cache = cls._of_model.get(model)
+        if cache is None or cache.signature != signature:
+            if cache is not None:
+                cache.close()
+            cache = cls._of_model[model] = cls(model, signature, precision)
+        if memory is not None:  # later calls without a budget keep the one given first
+            cache.memory = parse_size(memory)
+        if cache_dir is not None:
+            cache.cache_dir = cache_dir
+        return cache
+
+    def __init__(self, model, signature, precision="fp32"):
+        self.signature, self.num_frozen, self.precision = signature, signature[0], precision
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.emb_dim = model.tok_emb.weight.shape[1]
+        self.memory = int(CACHE_MEMORY_SHARE * psutil.virtual_memory().available)
+        self.cache_dir = None  # None: the system's temporary folder
+        self.rows = {}  # key -> a tensor in memory, or (offset, length) in the file
+        self.memory_bytes = self.disk_bytes = 0
+        self.file = self.map = self.bf16_blocks = None
+        self.full = False  # some messages fit neither in memory nor on disk: they are recomputed each time
+        self.stats = {"tokens": 0, "flops": 0, "seconds": 0.0}
+
+    def row_bytes(self, length):
+        """What one message of `length` tokens costs in the cache."""
+        return length * self.emb_dim * self.dtype.itemsize
+
+    def add(self, model, rows, device, progress=True):
+        """Run the frozen prefix once on the rows not cached yet (length-sorted chunks) and keep the results."""
+        todo = sorted({message_key(r): r for r in rows if message_key(r) not in self.rows}.values(), key=len)
+        total = sum(self.row_bytes(len(r)) for r in todo)
+        to_disk = self._disk_room(max(0, self.memory_bytes + total - self.memory))
+        bar = tqdm(total=len(todo), unit="msg", disable=not (progress and todo), mininterval=1.0,
+                   desc=f"Frozen blocks -> {_gb(total)} cache")
+        with bar:
+            for chunk in length_chunks(todo):
+                ids = torch.zeros(len(chunk), len(chunk[-1]), dtype=torch.long)
+                for i, row in enumerate(chunk):
+                    ids[i, : len(row)] = row
+                x = self.prefix(model, ids.to(device)).to("cpu", self.dtype)
+                for i, row in enumerate(chunk):
+                    self.full |= not self._store(message_key(row), x[i, : len(row)], to_disk)
+                bar.update(len(chunk))
+                bar.set_postfix_str(f"{_gb(self.memory_bytes)} in memory, {_gb(self.disk_bytes)} on disk, "
+                                    f"{self.gflops():.0f} GFLOP/s", refresh=False)
+        if self.file is not None and self.disk_bytes > (len(self.map) if self.map is not None else 0):
+            self.file.flush()  # written once; read back through a map of the whole file
+            if self.map is not None:
+                self.map.close()
+            self.map = mmap.mmap(self.file.fileno(), self.disk_bytes, access=mmap.ACCESS_READ)
+
+    def _store(self, key, x, to_disk):
+        """Keep one row: in memory while the budget lasts, then in the file; False when neither has room."""
+        size = self.row_bytes(len(x))
+        if self.memory_bytes + size <= self.memory:
+            self.rows[key] = x.clone()
+            self.memory_bytes += size
+        elif to_disk:
+            self.file.write(x.contiguous().view(torch.uint8).numpy().tobytes())
+            self.rows[key] = (self.disk_bytes, len(x))
+            self.disk_bytes += size
+        else:
+            return False
+        return True
+
+    def _disk_room(self, needed):
+        """True when `needed` bytes fit in the cache folder (opening the file); else one line saying so."""
+        if needed <= 0:
+            return False
+        folder = self.cache_dir or tempfile.gettempdir()
+        free = shutil.disk_usage(folder).free
+        if free < needed + 2**30:  # leave a GB for everything else
+            print(f"Fast trainer: the cache needs {_gb(needed)} beyond --cache-memory but {folder} has "
+                  f"{_gb(free)} free; those messages are recomputed each time (same results, slower). "
+                  "Pass --cache-dir on a larger disk or a larger --cache-memory.")
+            return False
+        if self.file is None:
+            self.file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed by close()): nameless, gone however the run ends
+        return True
+
+    def get(self, key):
+        """A cached row [length, emb_dim] (a copy when it comes from the file), or None."""
+        row = self.rows.get(key)
+        if not isinstance(row, tuple):
+            return row
+        offset, length = row
+        size = self.row_bytes(length)
+        data = torch.frombuffer(bytearray(self.map[offset: offset + size]), dtype=self.dtype)
+        if hasattr(self.map, "madvise"):  # drop the pages from this process (the OS keeps them cached)
+            start = offset - offset % mmap.PAGESIZE
+            self.map.madvise(mmap.MADV_DONTNEED, start, offset + size - start)
+        return data.view(length, self.emb_dim)
+
+    def prefix(self, model, ids):
+        """The embeddings and the frozen blocks on ids [b, t], timed; bf16: weights cast once, not per call."""
+        blocks = model.trf_blocks[: self.num_frozen]
+        if self.precision == "bf16":
+            if self.bf16_blocks is None:
+                self.bf16_blocks = bf16_copy(blocks)
+            blocks = self.bf16_blocks
+        start = time.perf_counter()
+        with torch.no_grad(), autocast_for(self.precision, ids.device):
+            x = model.tok_emb(ids) + model.pos_emb(torch.arange(ids.shape[1], device=ids.device))
+            x = blocks(x)
+        if ids.device.type == "cuda":
+            torch.cuda.synchronize(ids.device)  # the kernels run asynchronously: time their end
+        b, t = ids.shape
+        self.stats["seconds"] += time.perf_counter() - start
+        self.stats["tokens"] += b * t
+        self.stats["flops"] += self.num_frozen * (24 * b * t * self.emb_dim**2 + 4 * b * t * t * self.emb_dim)
+        return x
+
+    def gflops(self):
+        """The frozen blocks' achieved speed so far: dense matrix-product FLOPs per second, in billions."""
+        return self.stats["flops"] / self.stats["seconds"] / 1e9 if self.stats["seconds"] else 0.0
+
+    def close(self):
+        """Free the memory and remove the file (also done when the model goes, or when Python exits)."""
+        if self.map is not None:
+            self.map.close()
+        if self.file is not None:
+            self.file.close()
+        self.rows, self.file, self.map, self.memory_bytes, self.disk_bytes = {}, None, None, 0, 0
+
+
+def cache_report(model):
+    """The model's cache in numbers (frozen_gflops, tokens, memory_bytes, disk_bytes); {} when it has none."""
+    cache = ActivationCache._of_model.get(model)
+    if cache is None:
+        return {}
+    return {"frozen_gflops": cache.gflops(), "tokens": cache.stats["tokens"], "prefix_seconds":
+            cache.stats["seconds"], "memory_bytes": cache.memory_bytes, "disk_bytes": cache.disk_bytes}
+
+
+def release_cache(model):
+    """Drop the model's activation cache now (its memory and its file), e.g. at the end of a command."""
+    cache = ActivationCache._of_model.pop(model, None)
+    if cache is not None:
+        cache.close()
+
+
+def bf16_copy(blocks):
+    """The frozen blocks with their Linear weights in bf16, cast once (autocast would cast them every call)."""
+    blocks = copy.deepcopy(blocks)
+    for module in blocks.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.to(torch.bfloat16)  # LayerNorm stays fp32, as autocast runs it; so the results match autocast's
+    return blocks
+
+
+def length_chunks(rows):
+    """Consecutive slices of length-sorted rows with up to 4096 tokens each (padding counted): big products."""
+    start = 0
+    while start < len(rows):
+        end = start + 1
+        while end < len(rows) and (end + 1 - start) * len(rows[end]) <= 4096:
+            end += 1
+        yield rows[start:end]
+        start = end
+
+
+def message_key(tokens):
+    """Cache key of a message: its token ids up to the read position (causal attention looks no further)."""
+    return tokens.to(torch.int64).cpu().numpy().tobytes()
+
+
+def autocast_for(precision, device):
+    """bfloat16 autocast when asked for (opt-in: faster where supported, not bit-comparable), else nothing."""
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
