@@ -15,6 +15,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import torch
 
 # The real SMS data, handed to the package explicitly (it never looks beside the project by itself): the team's
 # copy in ../shared when present; .ci/run sets the same variable. Notebook kernels inherit it.
@@ -181,3 +182,13 @@ def refused_url(monkeypatch):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "tensorflow: needs TensorFlow (slow import); deselect with -m 'not tensorflow'")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread per test: tiny models gain nothing from threads, and on a busy 2-core machine
+    idle-spinning threads cost more than they save."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -26,14 +26,6 @@ def tokenizer():
     return gpt_download.get_gpt2_tokenizer()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- the character tricks ---
 
 

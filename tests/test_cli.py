@@ -22,14 +22,6 @@ METRIC_FIELDS = {"train_accuracy", "val_accuracy", "test_accuracy", "train_losse
                  "val_accs", "examples_seen", "training_seconds", "total_seconds", "settings"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def quick_args(tmp_path, *extra, data="synthetic"):
     """Test mode, small and fast: the synthetic sample unless data says otherwise."""
     args = ["--test-mode", "--output-dir", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"),

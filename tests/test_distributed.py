@@ -20,13 +20,8 @@ from tiny import tiny_classifier
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_torchrun_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
-    import spam_dataset
-
-    data = tmp_path / "sms.csv"
-    spam_dataset.make_synthetic_spam_data(n_per_class=30).to_csv(data, index=False)
-    flags = ["--test-mode", "--data", str(data), "--num-epochs", "2", "--batch-size", "4", "--eval-freq", "4",
-             "--eval-iter", "2", "--trainer", "simple", "--lr", "1e-3"]
+def _one_and_two_processes(tmp_path, flags):
+    """metrics.json of one plain run and of a 2-process torchrun (gloo on the CPU) with the same flags, and the run."""
     assert cli.main([*flags, "--data-dir", str(tmp_path / "d1"), "--output-dir", str(tmp_path / "one")]) == 0
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -34,9 +29,19 @@ def test_torchrun_two_processes_train_like_one_with_the_same_global_batch(tmp_pa
                           "--output-dir", str(tmp_path / "two")],
                          check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
+    one, two = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("one", "two"))
+    return one, two, run
+
+
+def test_torchrun_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
+    import spam_dataset
+
+    data = tmp_path / "sms.csv"
+    spam_dataset.make_synthetic_spam_data(n_per_class=30).to_csv(data, index=False)
+    flags = ["--test-mode", "--data", str(data), "--num-epochs", "2", "--batch-size", "4", "--eval-freq", "4",
+             "--eval-iter", "2", "--trainer", "simple", "--lr", "1e-3"]
+    one, two, run = _one_and_two_processes(tmp_path, flags)
     assert run.stdout.count("Ep 1 (Step 000000)") == 1  # only rank 0 prints
-    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert two["examples_seen"] == one["examples_seen"] == 2 * 40  # 10 global batches of 4 per epoch
     assert two["val_losses"] == pytest.approx(one["val_losses"], abs=1e-5)
     assert len(one["val_losses"]) == 5 and one["val_losses"][0] != one["val_losses"][-1]  # it did train
@@ -80,15 +85,7 @@ def _flags(tmp_path):
 
 def test_torchrun_prints_and_saves_the_training_losses_and_accuracies_of_one_process(tmp_path):
     flags = _flags(tmp_path)
-    assert cli.main([*flags, "--data-dir", str(tmp_path / "d1"), "--output-dir", str(tmp_path / "one")]) == 0
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(REPO / "train_classifier.py"), *flags, "--data-dir", str(tmp_path / "d2"),
-                          "--output-dir", str(tmp_path / "two")],
-                         check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert run.returncode == 0, run.stderr[-3000:]
-    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    one, two, run = _one_and_two_processes(tmp_path, flags)
     assert len(set(one["train_losses"])) > 1  # it trained
     assert two["train_losses"] == pytest.approx(one["train_losses"], abs=1e-5)
     assert two["train_accs"] == pytest.approx(one["train_accs"], abs=1e-9)

@@ -8,15 +8,6 @@ import look_inside
 from tiny import tiny_classifier, tiny_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine idle-spinning threads cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_occlusion_scores_on_a_toy_score_fn():
     calls = []
 

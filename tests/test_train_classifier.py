@@ -12,15 +12,6 @@ import train_classifier as tc
 from tiny import tiny_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matrices: threads only add spin-waiting on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class FixedLogits(torch.nn.Module):
     """Returns given logits [b, t, c] whatever the input; records the mode it was called in."""
 
