@@ -71,8 +71,17 @@ def build_arg_parser():
     parser = argparse.ArgumentParser(
         prog="train_classifier.py",
         description="Fine-tune GPT-2 into a spam classifier (chapter 6). --test-mode: tiny model, offline, seconds. "
-                    "`train_classifier.py predict --help`: classify messages with a trained classifier.",
+                    "`train_classifier.py predict|explain|attack --help`: use a trained classifier.",
     )
+    _add_chapter_flags(parser)
+    _add_data_flags(parser)
+    _add_speed_flags(parser)
+    _add_bonus_flags(parser)
+    return parser
+
+
+def _add_chapter_flags(parser):
+    """The chapter's run: model, weights, training settings, device, outputs."""
     chapter = parser.add_argument_group("the chapter's run")
     chapter.add_argument("--model-size", default="gpt2-small (124M)",
                          help='"gpt2-small (124M)" or 124M, "gpt2-medium (355M)" or 355M, 774M, 1558M')
@@ -98,7 +107,11 @@ def build_arg_parser():
     chapter.add_argument("--test-mode", action="store_true",
                          help="tiny random GPT, no downloads, seconds (same as TUTORIAL_TEST_MODE=1)")
     chapter.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    return parser
 
+
+def _add_data_flags(parser):
+    """Where the messages come from and how they are read and balanced."""
     data = parser.add_argument_group("data")
     data.add_argument("--data", default=None,
                       help="the UCI zip, the SMSSpamCollection TSV, a folder holding them, your CSV/TSV, or "
@@ -110,7 +123,11 @@ def build_arg_parser():
     data.add_argument("--encoding", default=None, help="encoding of your own CSV (e.g. latin-1)")
     data.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
                       help="undersample the larger classes to the smallest one, as the chapter does (default: on)")
+    return parser
 
+
+def _add_speed_flags(parser):
+    """Which loop trains, in which precision, and the fast trainer's cache."""
     speed = parser.add_argument_group("speed")
     speed.add_argument("--trainer", choices=("fast", "simple"), default="fast",
                        help="fast (default: the chapter's results sooner; the chapter's loop where it cannot give "
@@ -124,7 +141,11 @@ def build_arg_parser():
                             "memory available; 0: none, all on disk)")
     speed.add_argument("--cache-dir", default=None,
                        help="where the cache spills beyond --cache-memory (default: the temporary folder)")
+    return parser
 
+
+def _add_bonus_flags(parser):
+    """The chapter's bonus experiments, each a switch whose default is the chapter's run."""
     bonus = parser.add_argument_group("experiments beyond the chapter (its bonus table)")
     bonus.add_argument("--trainable-layers", default="last_block", choices=(*TRAINABLE_LAYERS, "lora"),
                        help="what trains besides the new head (default: last_block, as in the chapter)")
@@ -150,7 +171,6 @@ def build_arg_parser():
     bonus.add_argument("--ignore-index", type=int, default=-100,
                        help="target value the cross entropy ignores (the bonus script's --ignore_index; -100: none)")
     return parser
-
 
 def normalise_flag_spelling(argv):
     """Accept --num_epochs as --num-epochs (the chapter's bonus scripts use underscores); values are untouched."""
