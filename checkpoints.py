@@ -175,20 +175,26 @@ def load_classifier(path, device="cpu", *, model=None, cfg=None, num_classes=Non
         _check_same(path, key, saved_cfg.get(key), expected_cfg[key])
 
     base = checkpoint.get("base")
+    known = {}  # fingerprints of base tensors already computed (a caller's model may have changed since: none)
     if model is None:
         model = gpt_model.GPTModel(saved_cfg) if base is None else rebuild_base(base, models_dir)
+        known = (getattr(model, "base_weights", None) or {}).get("tensor_sha256", {})
         model.out_head = torch.nn.Linear(saved_cfg["emb_dim"], saved_classes)
         # The bonus experiments' switches change the model's structure (LoRA, no causal mask): rebuild it first.
         rebuild_classifier_switches(model, checkpoint)
-    _load_weights(path, model, checkpoint["model_state_dict"], base)
+    _load_weights(path, model, checkpoint["model_state_dict"], base, known)
     model.to(device)
     model.eval()
     info = {k: v for k, v in checkpoint.items() if k != "model_state_dict"}
     return model, info
 
 
-def _load_weights(path, model, state, base):
-    """Load the saved tensors; a small checkpoint's other weights must be exactly the base it was trained on."""
+def _load_weights(path, model, state, base, known=None):
+    """Load the saved tensors; a small checkpoint's other weights must be exactly the base it was trained on.
+
+    known: tensor_sha256 fingerprints (by base name) of weights untouched since they were computed, so the base
+    check need not hash those again.
+    """
     result = model.load_state_dict(state, strict=False)
     kept = set(result.missing_keys)
     problems = []
@@ -201,7 +207,8 @@ def _load_weights(path, model, state, base):
                               "it was trained with.")
     if base is not None:
         weights = model.state_dict()
-        fingerprints = {_base_key(k): tensor_sha256(weights[k]) for k in kept}
+        known = known or {}
+        fingerprints = {_base_key(k): known.get(_base_key(k)) or tensor_sha256(weights[k]) for k in kept}
         if weights_digest(fingerprints, fingerprints) != base["kept_sha256"]:
             source = (f"seed {base['seed']}" if base["kind"] == "random"
                       else f"{base['model_size']} {base['weights_format']} files")
