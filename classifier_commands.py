@@ -9,14 +9,12 @@ import os
 import sys
 import time
 
-import torch
-
 import attacks
 import gpt_download
 import look_inside
 from checkpoints import load_classifier
 from gpt_download import atomic_write
-from model_setup import is_test_mode, resolve_device
+from model_setup import is_test_mode, resolve_device, threads_for_test_mode
 from prediction import predict_from_checkpoint
 
 # The errors a person fixes (bad flag values, missing or corrupt files, no network): one line, no traceback.
@@ -101,22 +99,19 @@ def attack_main(argv=None):
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps (default: cpu)")
     parser.add_argument("--seed", type=int, default=123)
     args = parser.parse_args(argv)
-    start, threads = time.time(), torch.get_num_threads()
-    if is_test_mode(args.test_mode):
-        torch.set_num_threads(1)  # as for training: the tiny model gains nothing from threads on a busy machine
+    start = time.time()
     try:
-        table, _ = attacks.attack_checkpoint(
-            args.checkpoint, args.data, args.data_dir, test_mode=is_test_mode(args.test_mode),
-            device=resolve_device(args.device), max_messages=args.max_messages,
-            attacks=_names(args.attacks, attacks.ATTACKS, "attack"),
-            defences=_names(args.defences, attacks.DEFENCES, "defence"), budget=args.budget,
-            augment_epochs=args.augment_epochs, augment_lr=args.augment_lr, tfidf_baseline=not args.no_baseline,
-            seed=args.seed)
+        with threads_for_test_mode(args.test_mode):
+            table, _ = attacks.attack_checkpoint(
+                args.checkpoint, args.data, args.data_dir, test_mode=is_test_mode(args.test_mode),
+                device=resolve_device(args.device), max_messages=args.max_messages,
+                attacks=_names(args.attacks, attacks.ATTACKS, "attack"),
+                defences=_names(args.defences, attacks.DEFENCES, "defence"), budget=args.budget,
+                augment_epochs=args.augment_epochs, augment_lr=args.augment_lr,
+                tfidf_baseline=not args.no_baseline, seed=args.seed)
     except USER_ERRORS as exc:
         print_error(exc)
         return 1
-    finally:
-        torch.set_num_threads(threads)
     print("Attack success rate on the held-out spam each classifier catches (mean edits of the successes):")
     print(table.to_string(index=False))
     print(f"({time.time() - start:.0f} s)")

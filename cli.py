@@ -39,7 +39,7 @@ from fast_trainer import (
 )
 from gpt_download import atomic_write
 from metrics import classification_metrics, format_metrics_table, plot_confusion_matrix, predict_labels
-from model_setup import WEIGHTS_FORMATS, build_model, is_test_mode
+from model_setup import WEIGHTS_FORMATS, build_model, is_test_mode, threads_for_test_mode
 from train_classifier import TRAINABLE_LAYERS, TRAINABLE_TOKEN_POSITIONS, plot_values, train_classifier_simple
 
 
@@ -273,15 +273,10 @@ def _write_outputs(output_dir, writers):
 
 def run_training(args):
     """The whole CLI run: data, model, training, accuracies, outputs; returns the metrics dict."""
-    threads = torch.get_num_threads()
-    if is_test_mode(args.test_mode):
-        # The tiny model's matrices are too small to gain from threads, and on a busy machine idle-spinning
-        # threads cost 10x more than they save.
-        torch.set_num_threads(1)
     try:
-        return _run_training(args)
+        with threads_for_test_mode(args.test_mode):
+            return _run_training(args)
     finally:
-        torch.set_num_threads(threads)
         cleanup_distributed()  # also after an error, so no process waits for the others
 
 

@@ -1,5 +1,6 @@
 """What every run sets up first: test mode or not, the device, and the GPT-2 to fine-tune."""
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -15,6 +16,19 @@ WEIGHTS_FORMATS = ("openai", "safetensors", "pytorch")
 def is_test_mode(flag=False):
     """True when --test-mode was given or TUTORIAL_TEST_MODE=1: tiny model, no downloads (the one place read)."""
     return bool(flag) or os.environ.get("TUTORIAL_TEST_MODE", "").strip() == "1"
+
+
+@contextlib.contextmanager
+def threads_for_test_mode(test_mode):
+    """One torch thread inside the block in test mode (the tiny model's matrices gain nothing from threads, and on
+    a busy machine idle-spinning threads cost 10x more than they save); the thread count is restored after."""
+    threads = torch.get_num_threads()
+    if is_test_mode(test_mode):
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def resolve_device(name="auto"):
