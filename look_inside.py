@@ -44,11 +44,6 @@ def token_strings(ids, tokenizer):
     return [tokenizer.decode([int(i)]) for i in ids]
 
 
-def _class_logits(model, batch, trainable_token_pos, pad_token_id, average_embeddings):
-    """[b, classes] logits at the position the classifier reads (the chapter's select_token_logits)."""
-    return select_token_logits(model(batch), batch, trainable_token_pos, pad_token_id, average_embeddings)
-
-
 def spam_probabilities(model, rows, *, trainable_token_pos="last", pad_token_id=PAD_TOKEN_ID,
                        average_embeddings=False, batch_size=32):
     """P(spam) for each id list in rows; rows of equal length share a batch, so no extra padding changes a score."""
@@ -63,7 +58,7 @@ def spam_probabilities(model, rows, *, trainable_token_pos="last", pad_token_id=
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
                 batch = torch.tensor([rows[i] for i in chunk], device=device)
-                logits = _class_logits(model, batch, trainable_token_pos, pad_token_id, average_embeddings)
+                logits = select_token_logits(model(batch), batch, trainable_token_pos, pad_token_id, average_embeddings)
                 probs = torch.softmax(logits.float(), dim=-1)[:, SPAM].tolist()
                 for i, p in zip(chunk, probs):
                     result[i] = p
