@@ -200,6 +200,8 @@ def classify_review(text, model, tokenizer, device, max_length=None, pad_token_i
 
 
 if __name__ == "__main__":
-    import cli  # the command line is beyond the chapter: it lives in cli.py, which imports this module
+    # The command line is beyond the chapter: beyond/cli.py imports this module, never the reverse, so the
+    # hand-over happens only when this file runs as a script.
+    from beyond import cli
 
     sys.exit(cli.main())

@@ -27,10 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import gpt_download  # after the sys.path line, so the script runs from anywhere
-import look_inside
 import spam_dataset
-from baseline import fit_tfidf_baseline
-from checkpoints import load_classifier
+from beyond import look_inside
+from beyond.baseline import fit_tfidf_baseline
+from beyond.checkpoints import load_classifier
 
 CHAPTER_TEST_ACCURACY = 0.9567  # GPT-2 small, pretrained, the chapter's settings (the book's figure)
 

@@ -109,7 +109,7 @@ def cache_rows(loaders):
 
 def run_frozen(size, sample, workdir):
     """The frozen pass on a random sample of the set's messages, timed per token, and the set's token count."""
-    import activation_cache
+    from beyond import activation_cache
 
     data, balance = data_for(size)
     model, _, loaders, _, _ = bft.setup(True, workdir, fast_optimizer=True, data=data, balance=balance)
@@ -132,8 +132,7 @@ def run_loop(size, where, workdir, max_steps, max_batches):
     """
     import torch
 
-    import activation_cache
-    import fast_trainer
+    from beyond import activation_cache, fast_trainer
 
     data, balance = data_for(size)
     model, optimizer, loaders, _, _ = bft.setup(True, workdir, fast_optimizer=True, data=data, balance=balance)

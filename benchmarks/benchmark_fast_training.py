@@ -69,11 +69,11 @@ def setup(flexible, workdir, fast_optimizer=False, data=None, balance=True):
     """
     import torch
 
-    import fast_trainer
     import gpt_download
     import gpt_model
     import spam_dataset
     import train_classifier as tc
+    from beyond import fast_trainer
 
     splits = spam_dataset.prepare_spam_splits(SMS_ZIP if data is None else data, data_dir=workdir, verbose=False,
                                               balance=balance)
@@ -175,8 +175,7 @@ def run_chapter_sample(flexible, sample_steps, workdir, num_epochs=None, **setup
 
 def run_fast(flexible, precision, workdir):
     """train_classifier_fast on the full job, then the three full accuracies from its cache."""
-    import activation_cache
-    import fast_trainer
+    from beyond import activation_cache, fast_trainer
 
     model, optimizer, loaders, _, _ = setup(flexible, workdir, fast_optimizer=True)
     token = {"trainable_token_pos": "flexible" if flexible else "last", "pad_token_id": 50256}
@@ -238,9 +237,8 @@ def run_classify(n, workdir):
     """classify_review one message at a time, prediction.predict, and class_probabilities_fast (fp32, bf16)."""
     import pandas as pd
 
-    import fast_trainer
-    import prediction
     import train_classifier as tc
+    from beyond import fast_trainer, prediction
 
     model, _, loaders, tokenizer, splits = setup(False, workdir)
     texts = pd.concat([pd.read_csv(splits[name]) for name in ("test", "validation", "train")])["Text"]

@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import cli  # after the sys.path line, so the script runs from anywhere
+from beyond import cli  # after the sys.path line, so the script runs from anywhere
 
 # The chapter's rows: (number, model, weights, token position, trainable layers, context length, flags).
 # Facts (row numbers and settings) from the chapter's bonus table; rows needing other GPT-2 sizes are marked.

@@ -15,9 +15,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from checkpoints import load_classifier, save_classifier  # after the sys.path line
-from experiments import setup_classifier
-from model_setup import build_model
+from beyond.checkpoints import load_classifier, save_classifier  # after the sys.path line
+from beyond.experiments import setup_classifier
+from beyond.model_setup import build_model
 
 
 def measure(trainable_layers, folder):

@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import gpt_download  # after the sys.path line, so the script runs from anywhere
-import look_inside
 import spam_dataset
-from checkpoints import load_classifier
+from beyond import look_inside
+from beyond.checkpoints import load_classifier
 
 
 def deletion_figures(model, rows, k, keep_length, token_pos):

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
-import attacks
 import gpt_download
 import gpt_model
+from beyond import attacks
 
 SPAM_WORDS = {"win", "free", "cash", "prize", "call"}
 
@@ -224,7 +224,7 @@ def test_attack_report_runs_every_attack_and_defence(tiny_classifier, tokenizer,
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    import cli
+    from beyond import cli
 
     out = tmp_path_factory.mktemp("run")
     assert cli.main(["--test-mode", "--data", "synthetic", "--data-dir", str(out / "data"), "--output-dir",
@@ -233,7 +233,7 @@ def trained_run(tmp_path_factory):
 
 
 def test_cli_attack_prints_the_table(trained_run, capsys):
-    import cli
+    from beyond import cli
 
     capsys.readouterr()
     code = cli.main(["attack", "--checkpoint", str(trained_run / "out"), "--test-mode", "--data", "synthetic",
@@ -253,7 +253,7 @@ def test_cli_attack_prints_the_table(trained_run, capsys):
     (["--max-messages", "0"], "--max-messages 0"),
 ])
 def test_cli_attack_user_errors_are_one_line(trained_run, capsys, flags, message):
-    import cli
+    from beyond import cli
 
     capsys.readouterr()
     code = cli.main(["attack", "--checkpoint", str(trained_run / "out"), "--test-mode", "--data", "synthetic",

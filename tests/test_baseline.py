@@ -2,7 +2,7 @@
 
 import pytest
 
-from baseline import fit_tfidf_baseline
+from beyond.baseline import fit_tfidf_baseline
 
 SPAM = ["WIN a free prize now, call 0800", "free cash prize, text WIN", "claim your free prize now"]
 HAM = ["see you at lunch", "are you coming home tonight", "ok thanks, see you later"]

@@ -7,13 +7,10 @@ import os
 import pytest
 import torch
 
-import checkpoints
-import cli
-import experiments
 import gpt_model
-import model_setup
 import spam_dataset
 import train_classifier as tc
+from beyond import checkpoints, cli, experiments, model_setup
 
 from tiny import tiny_model
 
@@ -217,8 +214,8 @@ def _chapter_classifier(seed=3):
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_the_chapters_plain_state_dict_predicts_like_the_model_that_saved_it(tmp_path, with_mask):
     import gpt_download
-    import prediction
     import train_classifier as tc
+    from beyond import prediction
 
     model = _chapter_classifier()
     state = model.state_dict()

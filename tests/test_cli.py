@@ -9,12 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import activation_cache
-import checkpoints
-import cli
-import fast_trainer
-import metrics
 import train_classifier as tc
+from beyond import activation_cache, checkpoints, cli, fast_trainer, metrics
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ZIP = REPO.parent / "shared" / "data" / "sms_spam_collection.zip"

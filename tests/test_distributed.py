@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import checkpoints
-import cli
-import distributed
 import spam_dataset
+from beyond import checkpoints, cli, distributed
 
 from tiny import tiny_classifier
 

@@ -6,12 +6,9 @@ import json
 import pytest
 import torch
 
-import checkpoints
-import cli
-import experiments
 import gpt_model
-import prediction
 import train_classifier as tc
+from beyond import checkpoints, cli, experiments, prediction
 
 from tiny import tiny_classifier, tiny_model
 

@@ -8,11 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import activation_cache
-import fast_trainer
 import gpt_model
-import metrics
 import train_classifier as tc
+from beyond import activation_cache, fast_trainer, metrics
 
 # a small vocabulary keeps the "all layers trainable" fallback quick; two frozen blocks, one trainable
 CFG = {**gpt_model.TINY_CONFIG, "vocab_size": 1024, "context_length": 64, "n_layers": 3}
@@ -328,7 +326,7 @@ def test_classify_reviews_fast_matches_classify_review(max_length, token_pos):
 
 @pytest.mark.parametrize("max_length, token_pos", [(24, "last"), (None, "last"), (24, "flexible")])
 def test_class_probabilities_fast_matches_predict_in_fp32_and_is_close_in_bf16(max_length, token_pos):
-    import prediction
+    from beyond import prediction
 
     model = make_model()
     texts = ["win cash now!!", "see you at 8", "URGENT: claim your prize " * 3, "ok", "free entry", "hi mum"] * 3

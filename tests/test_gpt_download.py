@@ -455,7 +455,7 @@ def test_pytorch_weights_download_and_load(http_server, tmp_path, suffix, monkey
     import torch
 
     import gpt_model
-    import model_setup
+    from beyond import model_setup
 
     torch.manual_seed(0)
     source = gpt_model.GPTModel(dict(gpt_model.TINY_CONFIG))

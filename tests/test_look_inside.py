@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import look_inside
+from beyond import look_inside
 
 from tiny import tiny_classifier, tiny_model
 
@@ -223,7 +223,7 @@ def test_figures_build(tmp_path):
 def tiny_checkpoint(tmp_path):
     """A saved one-token classifier, padded to 12 tokens, as a training run's output folder."""
     import gpt_model
-    from checkpoints import save_classifier
+    from beyond.checkpoints import save_classifier
 
     out = tmp_path / "run"
     out.mkdir()
@@ -233,7 +233,7 @@ def tiny_checkpoint(tmp_path):
 
 
 def test_explain_cli_ranks_the_token_the_model_depends_on(tiny_checkpoint, tmp_path, capsys):
-    import cli
+    from beyond import cli
     from gpt_download import get_gpt2_tokenizer
 
     key = get_gpt2_tokenizer().decode([KEY_TOKEN])
@@ -251,7 +251,7 @@ def test_explain_cli_ranks_the_token_the_model_depends_on(tiny_checkpoint, tmp_p
 
 
 def test_explain_cli_missing_checkpoint_is_one_error_line(tmp_path, capsys):
-    import cli
+    from beyond import cli
 
     assert cli.main(["explain", "--checkpoint", str(tmp_path / "nowhere"), "free prize"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-import metrics
 import train_classifier as tc
+from beyond import metrics
 
 from tiny import TableLogits
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import gpt_model
-import model_setup
+from beyond import model_setup
 
 
 def test_is_test_mode_reads_flag_and_environment(monkeypatch):

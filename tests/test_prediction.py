@@ -9,14 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-import checkpoints
-import cli
-import fast_trainer
 import gpt_download
 import gpt_model
-import prediction
 import spam_dataset
 import train_classifier as tc
+from beyond import checkpoints, cli, fast_trainer, prediction
 
 from tiny import tiny_classifier
 

@@ -9,13 +9,12 @@ import os
 import sys
 import time
 
-import attacks
 import gpt_download
-import look_inside
-from checkpoints import load_classifier
+from beyond import attacks, look_inside
+from beyond.checkpoints import load_classifier
+from beyond.model_setup import is_test_mode, resolve_device, threads_for_test_mode
+from beyond.prediction import predict_from_checkpoint
 from gpt_download import atomic_write
-from model_setup import is_test_mode, resolve_device, threads_for_test_mode
-from prediction import predict_from_checkpoint
 
 # The errors a person fixes (bad flag values, missing or corrupt files, no network): one line, no traceback.
 # DataError and CheckpointError are ValueErrors; DownloadError is a RuntimeError.

@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 
 import gpt_model
-import metrics
-import prediction
-from activation_cache import ActivationCache, autocast_for, bf16_copy, message_key, release_cache
-from experiments import LinearWithLoRA
+from beyond import metrics, prediction
+from beyond.activation_cache import ActivationCache, autocast_for, bf16_copy, message_key, release_cache
+from beyond.experiments import LinearWithLoRA
 from train_classifier import TRAINABLE_TOKEN_POSITIONS, classify_review, train_classifier_simple
 
 FAST_PRECISIONS = ("fp32", "bf16")

@@ -13,9 +13,9 @@ import torch
 
 import gpt_download
 import gpt_model
-from experiments import classifier_switches, rebuild_classifier_switches
+from beyond.experiments import classifier_switches, rebuild_classifier_switches
+from beyond.model_setup import rebuild_base, tensor_sha256, weights_digest
 from gpt_download import CheckpointError, atomic_write
-from model_setup import rebuild_base, tensor_sha256, weights_digest
 
 CHECKPOINT_FORMAT = "gpt2-spam-classifier/2"
 READABLE_FORMATS = ("gpt2-spam-classifier/1", CHECKPOINT_FORMAT)  # /1: always full, LoRA scaled by alpha / rank

@@ -4,8 +4,8 @@ import torch
 
 import gpt_download
 import spam_dataset
-from checkpoints import load_classifier
-from model_setup import resolve_device
+from beyond.checkpoints import load_classifier
+from beyond.model_setup import resolve_device
 from train_classifier import select_token_logits
 
 

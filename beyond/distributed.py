@@ -10,7 +10,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from model_setup import resolve_device
+from beyond.model_setup import resolve_device
 
 
 def distributed_environment():

@@ -18,10 +18,10 @@ import torch
 
 import gpt_download
 import spam_dataset
-from activation_cache import cache_report, parse_size, release_cache
-from checkpoints import save_classifier
-from classifier_commands import USER_ERRORS, attack_main, explain_main, predict_main, print_error
-from distributed import (
+from beyond.activation_cache import cache_report, parse_size, release_cache
+from beyond.checkpoints import save_classifier
+from beyond.classifier_commands import USER_ERRORS, attack_main, explain_main, predict_main, print_error
+from beyond.distributed import (
     cleanup_distributed,
     distribute_training,
     distributed_environment,
@@ -29,17 +29,17 @@ from distributed import (
     rank0_first,
     setup_distributed,
 )
-from experiments import LORA_SCALINGS, count_trainable_parameters, setup_classifier
-from fast_trainer import (
+from beyond.experiments import LORA_SCALINGS, count_trainable_parameters, setup_classifier
+from beyond.fast_trainer import (
     FAST_PRECISIONS,
     make_optimizer,
     predict_labels_fast,
     train_classifier_fast,
     why_not_fast,
 )
+from beyond.metrics import classification_metrics, format_metrics_table, plot_confusion_matrix, predict_labels
+from beyond.model_setup import WEIGHTS_FORMATS, build_model, is_test_mode, threads_for_test_mode
 from gpt_download import atomic_write
-from metrics import classification_metrics, format_metrics_table, plot_confusion_matrix, predict_labels
-from model_setup import WEIGHTS_FORMATS, build_model, is_test_mode, threads_for_test_mode
 from train_classifier import TRAINABLE_LAYERS, TRAINABLE_TOKEN_POSITIONS, plot_values, train_classifier_simple
 
 

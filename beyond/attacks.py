@@ -18,13 +18,9 @@ import warnings
 import pandas as pd
 import torch
 
-import baseline
-import checkpoints
-import fast_trainer
 import gpt_download
-import look_inside
-import prediction
 import spam_dataset
+from beyond import baseline, checkpoints, fast_trainer, look_inside, prediction
 
 THRESHOLD = 0.5  # P(spam) at or above this: spam (the argmax of two classes)
 # The spam's payload: phone numbers, short codes, links. A spammer who garbles them has nothing left to send,
