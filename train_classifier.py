@@ -1,58 +1,16 @@
-"""The chapter's classification fine-tuning, in the chapter's order: head swap, loss, accuracy, loop, use.
+"""The chapter's classification fine-tuning, in the chapter's order: accuracy, loss, the loop, plots, use.
 
-Everything beyond the chapter (the fast trainer, the bonus experiments, metrics, saved classifiers, the command
-line) lives in its own module and imports this one. `python train_classifier.py` runs the command line (cli.py).
-
-The bonus experiments' switches that must live inside these functions are keyword-only arguments whose defaults
-are the chapter's behaviour: with the defaults, each function computes exactly what the chapter's does.
+Everything beyond the chapter (the head swap with the bonus choices, the bonus experiments' switches, the fast
+trainer, metrics, saved classifiers, the command line) lives in the package beyond/, which imports this module.
+`python train_classifier.py` runs the command line (beyond/cli.py).
 """
 
 import sys
 
 import torch
 
-TRAINABLE_LAYERS = ("last_layer", "last_block", "last_two_blocks", "all")
-TRAINABLE_TOKEN_POSITIONS = ("last", "first", "flexible")
 
-
-def replace_head_and_freeze(model, num_classes=2, trainable_layers="last_block"):
-    """Freeze the model, swap its 50257-word output layer for a num_classes head, unfreeze the top; returns model.
-
-    trainable_layers (bonus): what trains besides the new head; the chapter trains the last block and final_norm.
-    """
-    if trainable_layers not in TRAINABLE_LAYERS:
-        raise ValueError(f"Unknown trainable_layers {trainable_layers!r}; choose one of {', '.join(TRAINABLE_LAYERS)}.")
-    for param in model.parameters():
-        param.requires_grad = False
-    # A new Linear layer's parameters have requires_grad=True: the head always trains.
-    model.out_head = torch.nn.Linear(in_features=model.tok_emb.weight.shape[1], out_features=num_classes)
-    unfrozen = {"last_layer": [], "last_block": [model.trf_blocks[-1], model.final_norm],
-                "last_two_blocks": [model.trf_blocks[-2:], model.final_norm], "all": [model]}[trainable_layers]
-    for module in unfrozen:
-        for param in module.parameters():
-            param.requires_grad = True
-    return model
-
-
-def select_token_logits(logits, input_batch, trainable_token_pos="last", pad_token_id=50256,
-                        average_embeddings=False):
-    """The logits the classifier reads: the chapter's `logits[:, -1, :]`, or a bonus experiment's choice."""
-    if average_embeddings:  # bonus: the mean over the real (non-padding) tokens instead of one position
-        mask = (input_batch != pad_token_id).unsqueeze(-1).to(device=logits.device, dtype=logits.dtype)
-        return (logits * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-    if trainable_token_pos == "last":  # the chapter: the only token that attended to the whole message
-        return logits[:, -1, :]
-    if trainable_token_pos == "first":
-        return logits[:, 0, :]
-    if trainable_token_pos == "flexible":  # the last real token, just before the (right) padding
-        last_real = ((input_batch != pad_token_id).sum(dim=1) - 1).clamp(min=0)
-        return logits[torch.arange(logits.shape[0], device=logits.device), last_real.to(logits.device)]
-    raise ValueError(f"Unknown trainable_token_pos {trainable_token_pos!r}; "
-                     f"choose one of {', '.join(TRAINABLE_TOKEN_POSITIONS)}.")
-
-
-def calc_accuracy_loader(data_loader, model, device, num_batches=None, *,
-                         trainable_token_pos="last", average_embeddings=False, pad_token_id=50256):
+def calc_accuracy_loader(data_loader, model, device, num_batches=None):
     """Fraction of correct predictions over the first num_batches batches (all when None)."""
     model.eval()
     correct_predictions, num_examples = 0, 0
@@ -62,8 +20,7 @@ def calc_accuracy_loader(data_loader, model, device, num_batches=None, *,
             break
         input_batch, target_batch = input_batch.to(device), target_batch.to(device)
         with torch.no_grad():
-            logits = select_token_logits(model(input_batch), input_batch,  # the last token's logits
-                                         trainable_token_pos, pad_token_id, average_embeddings)
+            logits = model(input_batch)[:, -1, :]  # Logits of last output token
         predicted_labels = torch.argmax(logits, dim=-1)
         num_examples += predicted_labels.shape[0]
         correct_predictions += (predicted_labels == target_batch).sum().item()
@@ -71,17 +28,14 @@ def calc_accuracy_loader(data_loader, model, device, num_batches=None, *,
     return correct_predictions / num_examples if num_examples else float("nan")
 
 
-def calc_loss_batch(input_batch, target_batch, model, device, *,
-                    trainable_token_pos="last", average_embeddings=False, pad_token_id=50256, ignore_index=-100):
-    """Cross entropy of one batch on the last token's logits (ignore_index, bonus: a target to skip)."""
+def calc_loss_batch(input_batch, target_batch, model, device):
+    """Cross entropy of one batch on the last token's logits."""
     input_batch, target_batch = input_batch.to(device), target_batch.to(device)
-    logits = select_token_logits(model(input_batch), input_batch,  # the last token's logits
-                                 trainable_token_pos, pad_token_id, average_embeddings)
-    return torch.nn.functional.cross_entropy(logits, target_batch, ignore_index=ignore_index)
+    logits = model(input_batch)[:, -1, :]  # Logits of last output token
+    return torch.nn.functional.cross_entropy(logits, target_batch)
 
 
-def calc_loss_loader(data_loader, model, device, num_batches=None, *,
-                     trainable_token_pos="last", average_embeddings=False, pad_token_id=50256, ignore_index=-100):
+def calc_loss_loader(data_loader, model, device, num_batches=None):
     """Mean batch loss over the first num_batches batches (all when None); nan for an empty loader."""
     if len(data_loader) == 0:
         return float("nan")
@@ -90,70 +44,55 @@ def calc_loss_loader(data_loader, model, device, num_batches=None, *,
     for i, (input_batch, target_batch) in enumerate(data_loader):
         if i >= num_batches:
             break
-        loss = calc_loss_batch(input_batch, target_batch, model, device, trainable_token_pos=trainable_token_pos,
-                               average_embeddings=average_embeddings, pad_token_id=pad_token_id,
-                               ignore_index=ignore_index)
+        loss = calc_loss_batch(input_batch, target_batch, model, device)
         total_loss += loss.item()
     return total_loss / num_batches
 
 
-def evaluate_model(model, train_loader, val_loader, device, eval_iter, *,
-                   trainable_token_pos="last", average_embeddings=False, pad_token_id=50256, ignore_index=-100):
+def evaluate_model(model, train_loader, val_loader, device, eval_iter):
     """(train_loss, val_loss) on eval_iter batches each, in eval mode without gradients."""
     model.eval()
     with torch.no_grad():
-        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter,
-                                      trainable_token_pos=trainable_token_pos, average_embeddings=average_embeddings,
-                                      pad_token_id=pad_token_id, ignore_index=ignore_index)
-        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter,
-                                    trainable_token_pos=trainable_token_pos, average_embeddings=average_embeddings,
-                                    pad_token_id=pad_token_id, ignore_index=ignore_index)
+        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
+        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
     model.train()
     return train_loss, val_loss
 
 
-def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
-                            *, trainable_token_pos="last", average_embeddings=False, pad_token_id=50256,
-                            ignore_index=-100, accumulation_steps=1):
-    """The chapter's loop; returns (train_losses, val_losses, train_accs, val_accs, examples_seen).
-
-    The keyword arguments are the bonus experiments' switches (their defaults: the chapter's run): the token that
-    classifies and ignore_index go to every loss and accuracy as they are; accumulation_steps > 1 adds up the
-    gradients of that many batches before each optimizer step.
-    """
+def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter):
+    """The chapter's loop; returns (train_losses, val_losses, train_accs, val_accs, examples_seen)."""
+    # Initialize lists to track losses and examples seen
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
+
+    # Main training loop
     for epoch in range(num_epochs):
-        model.train()
-        for batch_idx, (input_batch, target_batch) in enumerate(train_loader):
-            if batch_idx % accumulation_steps == 0:  # every batch by default, as in the chapter
-                optimizer.zero_grad()
-            loss = calc_loss_batch(input_batch, target_batch, model, device, trainable_token_pos=trainable_token_pos,
-                                   average_embeddings=average_embeddings, pad_token_id=pad_token_id,
-                                   ignore_index=ignore_index)
-            (loss / accumulation_steps).backward()
-            if (batch_idx + 1) % accumulation_steps == 0 or batch_idx + 1 == len(train_loader):
-                optimizer.step()
-            examples_seen += input_batch.shape[0]
+        model.train()  # Set model to training mode
+
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()  # Reset loss gradients from previous batch iteration
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+            loss.backward()  # Calculate loss gradients
+            optimizer.step()  # Update model weights using loss gradients
+            examples_seen += input_batch.shape[0]  # track examples instead of tokens
             global_step += 1
+
+            # Optional evaluation step
             if global_step % eval_freq == 0:
-                train_loss, val_loss = evaluate_model(
-                    model, train_loader, val_loader, device, eval_iter, trainable_token_pos=trainable_token_pos,
-                    average_embeddings=average_embeddings, pad_token_id=pad_token_id, ignore_index=ignore_index)
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
                 train_losses.append(train_loss)
                 val_losses.append(val_loss)
                 print(f"Ep {epoch + 1} (Step {global_step:06d}): "
                       f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
-        # accuracies on eval_iter batches only, as in the chapter: a cheap signal, not the final figure
-        train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter,
-                                              trainable_token_pos=trainable_token_pos,
-                                              average_embeddings=average_embeddings, pad_token_id=pad_token_id)
-        val_accuracy = calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter,
-                                            trainable_token_pos=trainable_token_pos,
-                                            average_embeddings=average_embeddings, pad_token_id=pad_token_id)
-        print(f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: {val_accuracy * 100:.2f}%")
+
+        # Accuracies after each epoch, on eval_iter batches only: a cheap signal, not the final figure
+        train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter)
+        val_accuracy = calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter)
+        print(f"Training accuracy: {train_accuracy * 100:.2f}% | ", end="")
+        print(f"Validation accuracy: {val_accuracy * 100:.2f}%")
         train_accs.append(train_accuracy)
         val_accs.append(val_accuracy)
+
     return train_losses, val_losses, train_accs, val_accs, examples_seen
 
 
@@ -180,8 +119,7 @@ def _floats(values):
     return [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
 
 
-def classify_review(text, model, tokenizer, device, max_length=None, pad_token_id=50256, *,
-                    trainable_token_pos="last"):
+def classify_review(text, model, tokenizer, device, max_length=None, pad_token_id=50256):
     """"spam" or "not spam" for one message, truncated and padded as the training data was."""
     model.eval()
     input_ids = tokenizer.encode(text, disallowed_special=())  # as SpamDataset: "<|endoftext|>" is plain text
@@ -193,8 +131,7 @@ def classify_review(text, model, tokenizer, device, max_length=None, pad_token_i
         input_ids += [pad_token_id] * (limit - len(input_ids))
     input_tensor = torch.tensor(input_ids or [pad_token_id], device=device).unsqueeze(0)  # add batch dimension
     with torch.no_grad():
-        logits = select_token_logits(model(input_tensor), input_tensor, trainable_token_pos,
-                                     pad_token_id=pad_token_id)
+        logits = model(input_tensor)[:, -1, :]  # Logits of the last output token
     predicted_label = torch.argmax(logits, dim=-1).item()
     return "spam" if predicted_label == 1 else "not spam"
 

@@ -21,6 +21,7 @@ import torch
 import gpt_download
 import spam_dataset
 from beyond import baseline, checkpoints, fast_trainer, look_inside, prediction
+from beyond.bonus_training import saved_average_embeddings
 
 THRESHOLD = 0.5  # P(spam) at or above this: spam (the argmax of two classes)
 # The spam's payload: phone numbers, short codes, links. A spammer who garbles them has nothing left to send,
@@ -399,5 +400,5 @@ def attack_checkpoint(checkpoint, data=None, data_dir="data", *, test_mode=False
     extra = info.get("extra") or {}
     return attack_report(model, tokenizer, device, splits, max_length=info.get("max_length"),
                          trainable_token_pos=extra.get("trainable_token_pos", "last"),
-                         average_embeddings=bool(extra.get("average_embeddings", False)),
+                         average_embeddings=saved_average_embeddings(extra),
                          max_messages=max_messages, **options)

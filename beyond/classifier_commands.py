@@ -11,6 +11,7 @@ import time
 
 import gpt_download
 from beyond import attacks, look_inside
+from beyond.bonus_training import saved_average_embeddings
 from beyond.checkpoints import load_classifier
 from beyond.model_setup import is_test_mode, resolve_device, threads_for_test_mode
 from beyond.prediction import predict_from_checkpoint
@@ -138,7 +139,7 @@ def explain_main(argv=None):
                                      method=args.method,
                                      max_length=info.get("max_length") if info.get("padded", True) else None,
                                      trainable_token_pos=extra.get("trainable_token_pos", "last"),
-                                     average_embeddings=bool(extra.get("average_embeddings", False)))
+                                     average_embeddings=saved_average_embeddings(extra))
         names = info.get("label_names") or ["ham", "spam"]
         label = names[1] if result["p_spam"] >= 0.5 else names[0]
         if args.output:

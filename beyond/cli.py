@@ -19,6 +19,7 @@ import torch
 import gpt_download
 import spam_dataset
 from beyond.activation_cache import cache_report, parse_size, release_cache
+from beyond.bonus_training import AVERAGE_EMBEDDINGS, TRAINABLE_TOKEN_POSITIONS, train_classifier_simple
 from beyond.checkpoints import save_classifier
 from beyond.classifier_commands import USER_ERRORS, attack_main, explain_main, predict_main, print_error
 from beyond.distributed import (
@@ -29,7 +30,7 @@ from beyond.distributed import (
     rank0_first,
     setup_distributed,
 )
-from beyond.experiments import LORA_SCALINGS, count_trainable_parameters, setup_classifier
+from beyond.experiments import LORA_SCALINGS, TRAINABLE_LAYERS, count_trainable_parameters, setup_classifier
 from beyond.fast_trainer import (
     FAST_PRECISIONS,
     make_optimizer,
@@ -40,7 +41,7 @@ from beyond.fast_trainer import (
 from beyond.metrics import classification_metrics, format_metrics_table, plot_confusion_matrix, predict_labels
 from beyond.model_setup import WEIGHTS_FORMATS, build_model, is_test_mode, threads_for_test_mode
 from gpt_download import atomic_write
-from train_classifier import TRAINABLE_LAYERS, TRAINABLE_TOKEN_POSITIONS, plot_values, train_classifier_simple
+from train_classifier import plot_values
 
 
 def _context_length_arg(value):
@@ -147,7 +148,7 @@ def _add_speed_flags(parser):
 def _add_bonus_flags(parser):
     """The chapter's bonus experiments, each a switch whose default is the chapter's run."""
     bonus = parser.add_argument_group("experiments beyond the chapter (its bonus table)")
-    bonus.add_argument("--trainable-layers", default="last_block", choices=(*TRAINABLE_LAYERS, "lora"),
+    bonus.add_argument("--trainable-layers", default="last_block", choices=TRAINABLE_LAYERS,
                        help="what trains besides the new head (default: last_block, as in the chapter)")
     bonus.add_argument("--lora-rank", type=int, default=16, help="rank of the LoRA updates (--trainable-layers lora)")
     bonus.add_argument("--lora-alpha", type=float, default=16,
@@ -158,9 +159,10 @@ def _add_bonus_flags(parser):
     bonus.add_argument("--trainable-token-pos", default="last", choices=TRAINABLE_TOKEN_POSITIONS,
                        help="which token's output classifies: last (chapter), first, or flexible (the last "
                             "non-padding one; each batch is then padded only to its longest message)")
-    bonus.add_argument("--average-embeddings", action="store_true",
-                       help="classify the mean of the outputs over the real (non-padding) tokens instead of one "
-                            "token (the bonus script averages every position, padding included)")
+    bonus.add_argument("--average-embeddings", nargs="?", const="all_positions", default=False,
+                       choices=AVERAGE_EMBEDDINGS,
+                       help="classify the mean of the outputs instead of one token: over every position, padding "
+                            "included (the default when given, as the bonus script), or real_tokens only")
     bonus.add_argument("--context-length", type=_context_length_arg, default="longest_training_example",
                        help="pad/truncate to longest_training_example (chapter), model_context_length, or N tokens")
     bonus.add_argument("--no-padding", action="store_true",
@@ -222,7 +224,7 @@ def _setup_classifier(model, args, num_classes):
     model = setup_classifier(model, num_classes, args.trainable_layers, lora_rank=args.lora_rank,
                              lora_alpha=args.lora_alpha, lora_scaling=args.lora_scaling,
                              disable_causal_mask=args.disable_causal_mask)
-    if args.trainable_layers == "lora":
+    if args.trainable_layers in ("lora", "lora_alternative"):
         trainable, total = count_trainable_parameters(model)
         print(f"LoRA rank {args.lora_rank}, alpha {args.lora_alpha:g} (scaled by {args.lora_scaling}): "
               f"{trainable:,} of {total:,} parameters train.")

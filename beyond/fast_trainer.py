@@ -18,8 +18,8 @@ import torch.nn.functional as F
 import gpt_model
 from beyond import metrics, prediction
 from beyond.activation_cache import ActivationCache, autocast_for, bf16_copy, message_key, release_cache
+from beyond.bonus_training import TRAINABLE_TOKEN_POSITIONS, read_positions, train_classifier_simple
 from beyond.experiments import LinearWithLoRA
-from train_classifier import TRAINABLE_TOKEN_POSITIONS, classify_review, train_classifier_simple
 
 FAST_PRECISIONS = ("fp32", "bf16")
 def make_optimizer(model, lr=5e-5, weight_decay=0.1):
@@ -79,16 +79,6 @@ def _why_not_frozen(model):
     return ""
 
 
-def _read_positions(input_batch, trainable_token_pos, pad_token_id):
-    """The one position per row the classifier reads, as in select_token_logits (LongTensor [batch])."""
-    b, t = input_batch.shape
-    if trainable_token_pos == "last":
-        return torch.full((b,), t - 1, dtype=torch.long)
-    if trainable_token_pos == "first":
-        return torch.zeros(b, dtype=torch.long)
-    return ((input_batch != pad_token_id).sum(dim=1) - 1).clamp(min=0).long()
-
-
 def _warm_cache(model, cache, datasets, trainable_token_pos, pad_token_id, device):
     """One pass of the frozen blocks over every message of the datasets, before the loop reads them."""
     rows = []
@@ -102,7 +92,7 @@ def _warm_cache(model, cache, datasets, trainable_token_pos, pad_token_id, devic
         if trainable_token_pos == "last" and len({len(r) for r in examples}) > 1:
             continue  # rows padded per batch: the key ("every token up to the last") depends on the batch
         for row in examples:
-            rows.append(row[: int(_read_positions(row[None], trainable_token_pos, pad_token_id)[0]) + 1])
+            rows.append(row[: int(read_positions(row[None], trainable_token_pos, pad_token_id)[0]) + 1])
     cache.add(model, rows, device)
 
 
@@ -175,7 +165,7 @@ def _folded_attention(att, norm1, x, queries, visible):
 
 def _fast_logits(model, cache, input_batch, device, trainable_token_pos, pad_token_id):
     """The classifier's logits [batch, classes] at the read position: the cache, then the trainable top."""
-    pos = _read_positions(input_batch, trainable_token_pos, pad_token_id)
+    pos = read_positions(input_batch, trainable_token_pos, pad_token_id)
     x = _cached_prefix(model, cache, input_batch, pos, device)
     num_frozen, blocks = cache.num_frozen, model.trf_blocks
     if num_frozen == len(blocks):
@@ -332,7 +322,7 @@ def class_probabilities_fast(texts, model, tokenizer, device, max_length=None, p
     if trainable_token_pos == "last":  # "last" without max_length: each message its own last token
         pos = [len(row) - 1 for row in rows]
     else:
-        pos = [int(_read_positions(row[None], trainable_token_pos, pad_token_id)[0]) for row in rows]
+        pos = [int(read_positions(row[None], trainable_token_pos, pad_token_id)[0]) for row in rows]
     blocks = model.trf_blocks[:-1]
     blocks = bf16_copy(blocks) if precision == "bf16" else blocks
     order = sorted(range(len(rows)), key=lambda i: pos[i])
@@ -354,8 +344,10 @@ def classify_reviews_fast(texts, model, tokenizer, device, max_length=None, pad_
                           trainable_token_pos="last", batch_size=32, precision="fp32"):
     """classify_review's answers for many messages ("spam" / "not spam"), from class_probabilities_fast."""
     if _why_not_standard_gpt(model):
-        return [classify_review(text, model, tokenizer, device, max_length, pad_token_id,
-                                trainable_token_pos=trainable_token_pos) for text in texts]
+        probabilities = prediction.class_probabilities(texts, model, tokenizer, device, max_length,
+                                                       trainable_token_pos=trainable_token_pos,
+                                                       pad_token_id=pad_token_id, batch_size=batch_size)
+        return ["spam" if label == 1 else "not spam" for label in probabilities.argmax(dim=-1).tolist()]
     probabilities = class_probabilities_fast(texts, model, tokenizer, device, max_length, pad_token_id,
                                              trainable_token_pos=trainable_token_pos, batch_size=batch_size,
                                              precision=precision)

@@ -14,8 +14,8 @@ import torch
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
+from beyond.bonus_training import select_token_logits
 from beyond.prediction import encode_for_classifier
-from train_classifier import select_token_logits
 
 PAD_TOKEN_ID = 50256  # GPT-2's <|endoftext|>, the chapter's padding token
 SPAM = 1

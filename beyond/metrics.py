@@ -2,7 +2,7 @@
 
 import torch
 
-from train_classifier import select_token_logits
+from beyond.bonus_training import select_token_logits
 
 
 def predict_labels(model, data_loader, device, num_batches=None, *, trainable_token_pos="last",

@@ -4,9 +4,9 @@ import torch
 
 import gpt_download
 import spam_dataset
+from beyond.bonus_training import saved_average_embeddings, select_token_logits
 from beyond.checkpoints import load_classifier
 from beyond.model_setup import resolve_device
-from train_classifier import select_token_logits
 
 
 def encode_for_classifier(text, tokenizer, context_length, max_length=None, pad_token_id=50256, *, pad=True):
@@ -73,5 +73,5 @@ def predict_from_checkpoint(checkpoint, texts, device="cpu", tokenizer=None, mod
                    label_names=label_names or info.get("label_names") or ("ham", "spam"),
                    pad_token_id=extra.get("pad_token_id", 50256),
                    trainable_token_pos=extra.get("trainable_token_pos", "last"),
-                   average_embeddings=bool(extra.get("average_embeddings", False)),
+                   average_embeddings=saved_average_embeddings(extra),
                    pad=info.get("padded", True))

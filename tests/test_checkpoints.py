@@ -16,7 +16,7 @@ from tiny import tiny_model
 
 
 def trained_tiny(num_classes=2, seed=1):
-    model = tc.replace_head_and_freeze(tiny_model(seed), num_classes=num_classes)
+    model = experiments.replace_head_and_freeze(tiny_model(seed), num_classes=num_classes)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -39,7 +39,7 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
     # loading into a given model of the same shape, and from the folder
-    target = tc.replace_head_and_freeze(tiny_model(7), num_classes=2)
+    target = experiments.replace_head_and_freeze(tiny_model(7), num_classes=2)
     same, _ = checkpoints.load_classifier(tmp_path, model=target, num_classes=2, model_size="gpt2-small (124M)")
     assert same is target
     with torch.no_grad():
@@ -49,13 +49,13 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
 def test_load_into_a_different_model_names_the_setting(tmp_path):
     path = tmp_path / "classifier.pt"
     checkpoints.save_classifier(path, trained_tiny(), gpt_model.TINY_CONFIG, model_size="124M")
-    other = tc.replace_head_and_freeze(tiny_model(emb_dim=16), num_classes=2)
+    other = experiments.replace_head_and_freeze(tiny_model(emb_dim=16), num_classes=2)
     with pytest.raises(ValueError, match=r"emb_dim=32 .* emb_dim=16"):
         checkpoints.load_classifier(path, model=other)
-    deeper = tc.replace_head_and_freeze(tiny_model(n_layers=3), num_classes=2)
+    deeper = experiments.replace_head_and_freeze(tiny_model(n_layers=3), num_classes=2)
     with pytest.raises(ValueError, match="n_layers"):
         checkpoints.load_classifier(path, model=deeper)
-    three = tc.replace_head_and_freeze(tiny_model(), num_classes=3)
+    three = experiments.replace_head_and_freeze(tiny_model(), num_classes=3)
     with pytest.raises(ValueError, match="num_classes=2 .* num_classes=3"):
         checkpoints.load_classifier(path, model=three)
     with pytest.raises(ValueError, match="num_classes"):
@@ -214,7 +214,6 @@ def _chapter_classifier(seed=3):
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_the_chapters_plain_state_dict_predicts_like_the_model_that_saved_it(tmp_path, with_mask):
     import gpt_download
-    import train_classifier as tc
     from beyond import prediction
 
     model = _chapter_classifier()

@@ -1,6 +1,7 @@
 """The bonus experiments' switches: LoRA, what trains, the token that classifies, the causal mask (tiny model)."""
 
 
+import inspect
 import json
 
 import pytest
@@ -8,9 +9,43 @@ import torch
 
 import gpt_model
 import train_classifier as tc
-from beyond import checkpoints, cli, experiments, prediction
+from beyond import bonus_training, checkpoints, cli, experiments, prediction
 
 from tiny import tiny_classifier, tiny_model
+
+
+def count_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("trainable_layers", ["last_layer", "last_block", "last_two_blocks", "all"])
+def test_replace_head_and_freeze_counts(trainable_layers):
+    model = tiny_model(n_layers=3)  # three blocks, so "last_two_blocks" still leaves one frozen
+    emb = gpt_model.TINY_CONFIG["emb_dim"]
+    model = experiments.replace_head_and_freeze(model, num_classes=2, trainable_layers=trainable_layers)
+    assert isinstance(model.out_head, torch.nn.Linear)
+    assert model.out_head.weight.shape == (2, emb) and model.out_head.bias.shape == (2,)
+    head = emb * 2 + 2
+    block = count_params(model.trf_blocks[-1])
+    norm = 2 * emb
+    expected = {"last_layer": head, "last_block": head + block + norm,
+                "last_two_blocks": head + 2 * block + norm, "all": count_params(model)}[trainable_layers]
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == expected
+    if trainable_layers != "all":
+        assert not model.tok_emb.weight.requires_grad
+        assert not any(p.requires_grad for p in model.trf_blocks[0].parameters())
+
+
+def test_replace_head_and_freeze_rejects_unknown_choice():
+    with pytest.raises(ValueError, match="last_block"):
+        experiments.replace_head_and_freeze(tiny_model(), trainable_layers="top")
+
+
+def test_model_output_has_num_classes_columns():
+    model = experiments.replace_head_and_freeze(tiny_model(), num_classes=3)
+    out = model(torch.tensor([[1, 2, 3, 4]]))
+    assert out.shape == (1, 4, 3)
 
 
 def test_lora_layer_starts_as_identity_update_and_is_scaled_by_alpha_over_rank():
@@ -89,19 +124,122 @@ def test_replace_head_and_freeze_lora_from_python():
     assert {n for n in trainable if not n.endswith(("A", "B"))} == {"out_head.linear.weight", "out_head.linear.bias"}
 
 
-def test_average_embeddings_and_ignore_index_in_the_loss():
+def test_lora_alternative_trains_what_the_bonus_trains_and_computes_the_same_function():
+    ids = torch.randint(0, 50257, (2, 7))
+    plain = experiments.setup_classifier(tiny_classifier(seed=1), 2, "lora", lora_rank=2, lora_alpha=4)
+    merged = experiments.setup_classifier(tiny_classifier(seed=1), 2, "lora_alternative", lora_rank=2, lora_alpha=4)
+    wrappers = [m for m in merged.modules() if isinstance(m, experiments.LinearWithLoRA)]
+    assert wrappers and all(isinstance(m, experiments.LinearWithLoRAMerged) for m in wrappers)
+    # the bonus: every Linear (the new head included) gets A and B; the head's own weight and bias train too
+    trainable = {n for n, p in merged.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, p in plain.named_parameters() if p.requires_grad}
+    assert {n for n in trainable if not n.endswith(("lora.A", "lora.B"))} == {"out_head.linear.weight",
+                                                                              "out_head.linear.bias"}
+    merged.load_state_dict(plain.state_dict())  # the same state_dict keys: one file format for both
+    with torch.no_grad():
+        for m in (*plain.modules(), *merged.modules()):
+            if isinstance(m, experiments.LoRALayer):
+                torch.manual_seed(0)
+                m.B.normal_(std=0.1)  # a trained update, so the merge is exercised
+    assert torch.allclose(merged(ids), plain(ids), rtol=1e-4, atol=1e-4)  # equal up to rounding
+    assert experiments.lora_settings(merged) == {"lora_rank": 2, "lora_alpha": 4.0, "lora_scaling": "alpha",
+                                                 "lora_merged": True}
+    rebuilt = experiments.rebuild_classifier_switches(tiny_classifier(), {"switches": experiments.classifier_switches(
+        merged)})
+    assert isinstance(rebuilt.trf_blocks[0].att.W_query, experiments.LinearWithLoRAMerged)
+    assert "lora_alternative" in experiments.TRAINABLE_LAYERS
+
+
+def test_average_embeddings_averages_every_position_padding_included_as_row_19():
     pad = 50256
     model = tiny_classifier(seed=4)
     ids = torch.tensor([[11, 12, pad, pad], [13, 14, 15, 16]])
     targets = torch.tensor([0, 1])
     logits = model(ids)
-    pooled = torch.stack([logits[0, :2].mean(0), logits[1].mean(0)])
-    loss = tc.calc_loss_batch(ids, targets, model, "cpu", average_embeddings=True)
-    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(pooled, targets).item(), abs=1e-6)
+    every_position = torch.nn.functional.cross_entropy(logits.mean(dim=1), targets).item()  # the bonus script's
+    real_tokens = torch.nn.functional.cross_entropy(torch.stack([logits[0, :2].mean(0), logits[1].mean(0)]),
+                                                    targets).item()
+    assert abs(every_position - real_tokens) > 1e-4  # the padding moves the mean: the two options differ here
+    for average in (True, "all_positions"):
+        loss = bonus_training.calc_loss_batch(ids, targets, model, "cpu", average_embeddings=average)
+        assert loss.item() == pytest.approx(every_position, abs=1e-6)
+    loss = bonus_training.calc_loss_batch(ids, targets, model, "cpu", average_embeddings="real_tokens")
+    assert loss.item() == pytest.approx(real_tokens, abs=1e-6)
+    with pytest.raises(ValueError, match="real_tokens"):
+        bonus_training.calc_loss_batch(ids, targets, model, "cpu", average_embeddings="padding")
+
+
+def test_flexible_position_wins_over_averaging_as_in_the_bonus_script():
+    logits = torch.arange(2 * 4 * 2, dtype=torch.float32).view(2, 4, 2)
+    ids = torch.tensor([[5, 6, 50256, 50256], [5, 6, 7, 8]])
+    last_real = torch.stack([logits[0, 1], logits[1, 3]])
+    assert torch.equal(bonus_training.select_token_logits(logits, ids, "flexible", 50256), last_real)
+    for average in (True, "real_tokens"):  # the bonus script checks "flexible" before average_embeddings
+        assert torch.equal(bonus_training.select_token_logits(logits, ids, "flexible", 50256, average), last_real)
+        for position in ("first", "last"):  # ... and averages instead of reading "first" or "last"
+            picked = bonus_training.select_token_logits(logits, ids, position, 50256, average)
+            assert not torch.equal(picked, bonus_training.select_token_logits(logits, ids, position, 50256))
+    assert torch.equal(bonus_training.select_token_logits(logits, ids, "last", 50256, True), logits.mean(dim=1))
+    with pytest.raises(ValueError, match="flexible"):
+        bonus_training.select_token_logits(logits, ids, "middle")
+    with pytest.raises(ValueError, match="flexible"):
+        bonus_training.select_token_logits(logits, ids, "middle", average_embeddings=True)
+
+
+def test_read_positions_is_the_position_select_token_logits_reads():
+    ids = torch.tensor([[5, 6, 50256, 50256], [5, 6, 7, 8], [50256, 50256, 50256, 50256]])
+    logits = torch.randn(3, 4, 2)
+    for position, expected in (("last", [3, 3, 3]), ("first", [0, 0, 0]), ("flexible", [1, 3, 0])):
+        assert bonus_training.read_positions(ids, position).tolist() == expected
+        assert torch.equal(bonus_training.select_token_logits(logits, ids, position),
+                           logits[torch.arange(3), torch.tensor(expected)])
+
+
+def test_saved_average_embeddings_reads_old_files_as_the_real_token_mean():
+    read = bonus_training.saved_average_embeddings
+    assert read({"average_embeddings": True}) == "real_tokens"  # files from before: True was the real-token mean
+    assert read({"average_embeddings": "all_positions"}) == "all_positions"
+    assert read({"average_embeddings": "real_tokens"}) == "real_tokens"
+    assert read({}) is False and read(None) is False and read({"average_embeddings": False}) is False
+
+
+def test_the_switch_aware_functions_equal_the_chapters_on_the_chapters_settings(capsys):
+    torch.manual_seed(3)
+    ids, labels = torch.randint(0, 50000, (12, 6)), torch.randint(0, 2, (12,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ids, labels), batch_size=4)
+    model = tiny_classifier(seed=2)
+    assert torch.equal(bonus_training.calc_loss_batch(ids, labels, model, "cpu"),
+                       tc.calc_loss_batch(ids, labels, model, "cpu"))
+    assert bonus_training.calc_loss_loader(loader, model, "cpu", 2) == tc.calc_loss_loader(loader, model, "cpu", 2)
+    assert bonus_training.calc_accuracy_loader(loader, model, "cpu") == tc.calc_accuracy_loader(loader, model, "cpu")
+    runs = []
+    for module in (tc, bonus_training):
+        model = experiments.replace_head_and_freeze(tiny_classifier(seed=6), 2, "last_block")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+        history = module.train_classifier_simple(model, loader, loader, optimizer, "cpu", 2, eval_freq=2, eval_iter=2)
+        runs.append((history, [p.detach().clone() for p in model.parameters()], capsys.readouterr().out))
+    assert runs[0][0] == runs[1][0] and runs[0][2] == runs[1][2]  # the same histories and printout
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))  # the same weights
+
+
+def test_the_switch_aware_functions_keep_the_chapters_positional_parameters():
+    for name in ("calc_accuracy_loader", "calc_loss_batch", "calc_loss_loader", "evaluate_model",
+                 "train_classifier_simple"):
+        book = list(inspect.signature(getattr(tc, name)).parameters)
+        assert list(inspect.signature(getattr(bonus_training, name)).parameters)[:len(book)] == book, name
+
+
+def test_ignore_index_in_the_loss():
+    pad = 50256
+    model = tiny_classifier(seed=4)
+    ids = torch.tensor([[11, 12, pad, pad], [13, 14, 15, 16]])
+    targets = torch.tensor([0, 1])
+    logits = model(ids)
     # ignore_index drops the examples whose target equals it (a class id here; the bonus script's 50256: none)
     only_second = torch.nn.functional.cross_entropy(logits[1:, -1], targets[1:]).item()
-    assert tc.calc_loss_batch(ids, targets, model, "cpu", ignore_index=0).item() == pytest.approx(only_second, abs=1e-6)
-    assert tc.calc_loss_batch(ids, targets, model, "cpu", ignore_index=50256).item() == pytest.approx(
+    loss = bonus_training.calc_loss_batch(ids, targets, model, "cpu", ignore_index=0)
+    assert loss.item() == pytest.approx(only_second, abs=1e-6)
+    assert bonus_training.calc_loss_batch(ids, targets, model, "cpu", ignore_index=50256).item() == pytest.approx(
         tc.calc_loss_batch(ids, targets, model, "cpu").item())
 
 
@@ -111,15 +249,15 @@ def test_accumulating_batches_of_one_equals_one_batch_of_four():
     data = torch.utils.data.TensorDataset(ids, labels)
     results = []
     for batch_size, steps in ((4, 1), (1, 4)):
-        model = tc.replace_head_and_freeze(tiny_classifier(seed=6), 2, "last_block")
+        model = experiments.replace_head_and_freeze(tiny_classifier(seed=6), 2, "last_block")
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
         torch.manual_seed(7)  # the same shuffle for both loaders
         loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True)
-        tc.train_classifier_simple(model, loader, loader, optimizer, "cpu", 1, eval_freq=100, eval_iter=1,
-                                   accumulation_steps=steps)
+        bonus_training.train_classifier_simple(model, loader, loader, optimizer, "cpu", 1, eval_freq=100,
+                                               eval_iter=1, accumulation_steps=steps)
         results.append(torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad]))
     assert torch.allclose(results[0], results[1], atol=1e-5)
-    assert not torch.allclose(results[0], torch.cat([p.detach().flatten() for p in tc.replace_head_and_freeze(
+    assert not torch.allclose(results[0], torch.cat([p.detach().flatten() for p in experiments.replace_head_and_freeze(
         tiny_classifier(seed=6), 2, "last_block").parameters() if p.requires_grad]))  # it did train
 
 

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 import gpt_model
 import train_classifier as tc
-from beyond import activation_cache, fast_trainer, metrics
+from beyond import activation_cache, bonus_training, experiments, fast_trainer, metrics, prediction
 
 # a small vocabulary keeps the "all layers trainable" fallback quick; two frozen blocks, one trainable
 CFG = {**gpt_model.TINY_CONFIG, "vocab_size": 1024, "context_length": 64, "n_layers": 3}
@@ -54,7 +54,7 @@ def make_loaders(per_batch):
 def make_model(cfg=CFG, trainable_layers="last_block"):
     torch.manual_seed(0)
     model = gpt_model.GPTModel(cfg)
-    return tc.replace_head_and_freeze(model, num_classes=2, trainable_layers=trainable_layers)
+    return experiments.replace_head_and_freeze(model, num_classes=2, trainable_layers=trainable_layers)
 
 
 def chapter_optimizer(model, lr, weight_decay):
@@ -113,7 +113,7 @@ def assert_same_run(fast, simple, noise_only=("att.W_key.bias",)):
 
 @pytest.mark.parametrize("token_pos, per_batch", [("last", False), ("flexible", True), ("first", False)])
 def test_fast_trainer_matches_chapter_loop(token_pos, per_batch):
-    simple = run(tc.train_classifier_simple, make_model(), per_batch, trainable_token_pos=token_pos)
+    simple = run(bonus_training.train_classifier_simple, make_model(), per_batch, trainable_token_pos=token_pos)
     model = make_model()
     fast = run(fast_trainer.train_classifier_fast, model, per_batch, trainable_token_pos=token_pos)
     assert not any("not used" in line for line in fast[2])
@@ -126,7 +126,7 @@ def test_fast_trainer_matches_chapter_loop(token_pos, per_batch):
 
 
 def test_fast_trainer_two_trainable_blocks():
-    simple = run(tc.train_classifier_simple, make_model(trainable_layers="last_two_blocks"))
+    simple = run(bonus_training.train_classifier_simple, make_model(trainable_layers="last_two_blocks"))
     fast = run(fast_trainer.train_classifier_fast, make_model(trainable_layers="last_two_blocks"))
     assert_same_run(fast, simple)
 
@@ -139,14 +139,14 @@ def test_fast_trainer_with_wrapped_projections():
         att.W_key, att.W_value = torch.nn.Sequential(att.W_key), torch.nn.Sequential(att.W_value)
         return model
 
-    assert_same_run(run(fast_trainer.train_classifier_fast, wrapped()), run(tc.train_classifier_simple, wrapped()),
+    assert_same_run(run(fast_trainer.train_classifier_fast, wrapped()), run(bonus_training.train_classifier_simple, wrapped()),
                     noise_only=("att.W_key.0.bias",))
 
 
 @functools.lru_cache(maxsize=1)
 def chapter_run():
     """The chapter's loop on the default tiny setup, run once for the tests that compare against it."""
-    return run(tc.train_classifier_simple, make_model())
+    return run(bonus_training.train_classifier_simple, make_model())
 
 
 def cache_of(model):
@@ -249,7 +249,7 @@ def test_bf16_cache_holds_half_the_bytes_and_the_weights_are_cast_once():
 ])
 def test_fast_trainer_falls_back_and_says_why(cfg, trainable_layers, reason):
     assert reason in fast_trainer.why_not_fast(make_model(cfg, trainable_layers))
-    simple = run(tc.train_classifier_simple, make_model(cfg, trainable_layers))
+    simple = run(bonus_training.train_classifier_simple, make_model(cfg, trainable_layers))
     fast = run(fast_trainer.train_classifier_fast, make_model(cfg, trainable_layers))
     assert reason in fast[2][0] and "train_classifier_simple" in fast[2][0]
     assert fast[1] == simple[1] and fast[0] == simple[0]  # the chapter's loop itself: bit for bit
@@ -265,14 +265,14 @@ def test_fast_trainer_applies_to_the_chapter_setup():
 def test_fast_accuracy_matches_and_follows_weight_changes():
     model = make_model()
     train_loader, val_loader = make_loaders(per_batch=False)
-    expected = tc.calc_accuracy_loader(val_loader, model, "cpu", pad_token_id=PAD)
+    expected = bonus_training.calc_accuracy_loader(val_loader, model, "cpu", pad_token_id=PAD)
     assert fast_trainer.calc_accuracy_loader_fast(val_loader, model, "cpu", pad_token_id=PAD) == expected
     # change a frozen block: the cache must notice and recompute, not serve stale activations
     with torch.no_grad():
         model.trf_blocks[0].att.W_value.weight.mul_(-3.0)
     for name, loader in (("val", val_loader), ("train", train_loader)):
         torch.manual_seed(5)
-        expected = tc.calc_accuracy_loader(loader, model, "cpu", pad_token_id=PAD)
+        expected = bonus_training.calc_accuracy_loader(loader, model, "cpu", pad_token_id=PAD)
         torch.manual_seed(5)
         assert fast_trainer.calc_accuracy_loader_fast(loader, model, "cpu", pad_token_id=PAD) == expected, name
 
@@ -314,10 +314,15 @@ def test_classify_reviews_fast_matches_classify_review(max_length, token_pos):
     # move the head's threshold to the median message, so both answers occur and a mix-up would show
     ids = [CharTokenizer().encode(t)[:24] + [PAD] * (24 - len(t[:24])) for t in texts]
     with torch.no_grad():
-        logits = tc.select_token_logits(model(torch.tensor(ids)), torch.tensor(ids), token_pos, PAD)
+        logits = bonus_training.select_token_logits(model(torch.tensor(ids)), torch.tensor(ids), token_pos, PAD)
         model.out_head.bias[1] -= (logits[:, 1] - logits[:, 0]).median() - 1e-4
-    one_by_one = [tc.classify_review(t, model, CharTokenizer(), "cpu", max_length, PAD,
-                                     trainable_token_pos=token_pos) for t in texts]
+    if token_pos == "last":  # the chapter's classify_review, else the switch-aware probabilities one at a time
+        one_by_one = [tc.classify_review(t, model, CharTokenizer(), "cpu", max_length, PAD) for t in texts]
+    else:
+        probabilities = [prediction.class_probabilities([t], model, CharTokenizer(), "cpu", max_length, batch_size=1,
+                                                        trainable_token_pos=token_pos, pad_token_id=PAD)
+                         for t in texts]
+        one_by_one = ["spam" if p.argmax().item() == 1 else "not spam" for p in probabilities]
     batched = fast_trainer.classify_reviews_fast(texts, model, CharTokenizer(), "cpu", max_length, PAD,
                                        trainable_token_pos=token_pos, batch_size=3)
     assert batched == one_by_one
@@ -378,7 +383,7 @@ def test_classification_metrics_from_the_fast_cache_match_the_full_model(token_p
     # the tiny model predicts one class for all: move the head's threshold into the middle of the widest gap
     # between the middle margins, so both classes occur and no margin sits close enough to flip on float noise
     with torch.no_grad():
-        logits = torch.cat([tc.select_token_logits(model(x), x, token_pos, PAD)
+        logits = torch.cat([bonus_training.select_token_logits(model(x), x, token_pos, PAD)
                             for loader in (train_loader, val_loader) for x, _ in loader])
         margins = sorted((logits[:, 1] - logits[:, 0]).tolist())
         middle = range(len(margins) // 4, 3 * len(margins) // 4)

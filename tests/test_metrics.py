@@ -5,8 +5,7 @@ import json
 import pytest
 import torch
 
-import train_classifier as tc
-from beyond import metrics
+from beyond import bonus_training, metrics
 
 from tiny import TableLogits
 
@@ -55,7 +54,7 @@ def test_classification_metrics_reads_the_chosen_token_position():
         [[0, 0], [1, 1]]
     assert matrix(trainable_token_pos="flexible")["recall"] == 1.0
     # mean over the real tokens only (pads left out): [0, 1] and ([0, 0] + [0, 1]) / 2
-    logits = tc.select_token_logits(model(ids), ids, average_embeddings=True)
+    logits = bonus_training.select_token_logits(model(ids), ids, average_embeddings="real_tokens")
     assert torch.allclose(logits, torch.tensor([[0.0, 1.0], [0.0, 0.5]]))
 
 

@@ -1,13 +1,14 @@
-"""The chapter's functions: head swap and freezing, last-token loss and accuracy, the loop, plots, classify_review."""
+"""The chapter's functions: the book's signatures, last-token loss and accuracy, the loop, plots, classify_review."""
 
+import inspect
 import math
 import os
 
 import pytest
 import torch
 
-import gpt_model
 import train_classifier as tc
+from beyond.experiments import replace_head_and_freeze
 
 from tiny import tiny_model
 
@@ -37,34 +38,23 @@ def count_params(module):
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("trainable_layers", ["last_layer", "last_block", "last_two_blocks", "all"])
-def test_replace_head_and_freeze_counts(trainable_layers):
-    model = tiny_model(n_layers=3)  # three blocks, so "last_two_blocks" still leaves one frozen
-    emb = gpt_model.TINY_CONFIG["emb_dim"]
-    model = tc.replace_head_and_freeze(model, num_classes=2, trainable_layers=trainable_layers)
-    assert isinstance(model.out_head, torch.nn.Linear)
-    assert model.out_head.weight.shape == (2, emb) and model.out_head.bias.shape == (2,)
-    head = emb * 2 + 2
-    block = count_params(model.trf_blocks[-1])
-    norm = 2 * emb
-    expected = {"last_layer": head, "last_block": head + block + norm,
-                "last_two_blocks": head + 2 * block + norm, "all": count_params(model)}[trainable_layers]
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert trainable == expected
-    if trainable_layers != "all":
-        assert not model.tok_emb.weight.requires_grad
-        assert not any(p.requires_grad for p in model.trf_blocks[0].parameters())
+# The chapter's functions as the book prints them (ch06), in its order: code copied from it calls them unchanged.
+BOOK_SIGNATURES = {
+    "calc_accuracy_loader": "(data_loader, model, device, num_batches=None)",
+    "calc_loss_batch": "(input_batch, target_batch, model, device)",
+    "calc_loss_loader": "(data_loader, model, device, num_batches=None)",
+    "evaluate_model": "(model, train_loader, val_loader, device, eval_iter)",
+    "train_classifier_simple": "(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter)",
+    "plot_values": "(epochs_seen, examples_seen, train_values, val_values, label='loss')",
+    "classify_review": "(text, model, tokenizer, device, max_length=None, pad_token_id=50256)",
+}
 
 
-def test_replace_head_and_freeze_rejects_unknown_choice():
-    with pytest.raises(ValueError, match="last_block"):
-        tc.replace_head_and_freeze(tiny_model(), trainable_layers="top")
-
-
-def test_model_output_has_num_classes_columns():
-    model = tc.replace_head_and_freeze(tiny_model(), num_classes=3)
-    out = model(torch.tensor([[1, 2, 3, 4]]))
-    assert out.shape == (1, 4, 3)
+def test_the_chapters_functions_have_the_books_signatures_in_the_books_order():
+    public = [name for name, f in vars(tc).items() if inspect.isfunction(f) and not name.startswith("_")]
+    assert public == list(BOOK_SIGNATURES)  # nothing else, in the book's order
+    for name, signature in BOOK_SIGNATURES.items():
+        assert str(inspect.signature(getattr(tc, name))) == signature, name
 
 
 def hand_cross_entropy(rows, targets):
@@ -85,17 +75,6 @@ def test_last_token_loss_equals_hand_computed_cross_entropy():
     loss = tc.calc_loss_batch(inputs, targets, model, "cpu")
     expected = hand_cross_entropy([[0.5, 2.0], [1.0, -1.0], [0.0, 3.0]], [1, 1, 0])
     assert loss.item() == pytest.approx(expected, rel=1e-6)
-    first = tc.calc_loss_batch(inputs, targets, model, "cpu", trainable_token_pos="first")
-    assert first.item() == pytest.approx(hand_cross_entropy([[9, -9], [9, -9], [-9, 9]], [1, 1, 0]), rel=1e-6)
-
-
-def test_flexible_position_reads_the_last_real_token():
-    logits = torch.arange(2 * 4 * 2, dtype=torch.float32).view(2, 4, 2)
-    inputs = torch.tensor([[5, 6, 50256, 50256], [5, 6, 7, 8]])
-    picked = tc.select_token_logits(logits, inputs, "flexible", 50256)
-    assert torch.equal(picked, torch.stack([logits[0, 1], logits[1, 3]]))
-    with pytest.raises(ValueError, match="flexible"):
-        tc.select_token_logits(logits, inputs, "middle")
 
 
 def test_calc_accuracy_loader_on_known_predictions():
@@ -106,8 +85,6 @@ def test_calc_accuracy_loader_on_known_predictions():
     assert tc.calc_accuracy_loader(batches, model, "cpu") == pytest.approx(5 / 8)
     assert tc.calc_accuracy_loader(batches, model, "cpu", num_batches=1) == pytest.approx(3 / 4)
     assert tc.calc_accuracy_loader(batches, model, "cpu", num_batches=99) == pytest.approx(5 / 8)
-    # first token 0 everywhere -> class 0
-    assert tc.calc_accuracy_loader(batches, model, "cpu", trainable_token_pos="first") == pytest.approx(3 / 8)
     assert math.isnan(tc.calc_accuracy_loader([], model, "cpu"))
 
 
@@ -141,7 +118,7 @@ def separable_batches(n_batches=4, batch_size=4, seq_len=6, seed=0):
 
 
 def test_train_classifier_simple_lowers_loss_and_returns_histories(capsys):
-    model = tc.replace_head_and_freeze(tiny_model(), num_classes=2)
+    model = replace_head_and_freeze(tiny_model(), num_classes=2)
     batches = separable_batches()
     before = tc.calc_loss_loader(batches, model, "cpu")
     torch.manual_seed(123)
@@ -214,7 +191,7 @@ def test_classify_review_pads_truncates_and_answers_in_the_chapters_words():
 def test_classify_review_with_the_real_tokenizer_on_the_tiny_model():
     import gpt_download
 
-    model = tc.replace_head_and_freeze(tiny_model(), num_classes=2)
+    model = replace_head_and_freeze(tiny_model(), num_classes=2)
     tokenizer = gpt_download.get_gpt2_tokenizer()
     answer = tc.classify_review("You are a winner you have been specially selected to receive $1000 cash.",
                                 model, tokenizer, "cpu", max_length=120)
