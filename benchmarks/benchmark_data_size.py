@@ -99,11 +99,13 @@ def cache_rows(loaders):
     """Every message's token ids up to its last real token (what the flexible fast trainer caches)."""
     import torch
 
+    from beyond.bonus_training import read_positions
+
     rows = []
     for loader in loaders:
         for i in range(len(loader.dataset)):
             ids = torch.as_tensor(loader.dataset[i][0])
-            rows.append(ids[: max(1, int((ids != 50256).sum()))])
+            rows.append(ids[: int(read_positions(ids[None], "flexible", 50256)[0]) + 1])
     return rows
 
 

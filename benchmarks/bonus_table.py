@@ -1,6 +1,7 @@
 """Re-run the chapter's bonus-experiment table (ch06 "additional experiments") with train_classifier.py's switches.
 
-Each row is one `train_classifier.py` run; the script writes a markdown table like the chapter's to
+Each row is one `train_classifier.py` run: the bonus experiments' switch-aware loop (beyond/bonus_training.py),
+or the fast trainer where it gives that loop's numbers; the script writes a markdown table like the chapter's to
 benchmarks/results/bonus_table.md (and the raw numbers to bonus_table.json).
 
     python benchmarks/bonus_table.py                   # test mode: the tiny random GPT on the real SMS data
@@ -62,8 +63,8 @@ ROWS = [
      ["--disable-causal-mask"]),
     (18, "gpt2-small (124M)", "pretrained", "last", "last_block",
      "longest train ex. (120) and `ignore_index` for padding", ["--ignore-index", "50256"]),
-    (19, "gpt2-small (124M)", "pretrained", "last + pooled embeddings", "last_block", "longest train ex. (120)",
-     ["--average-embeddings"]),
+    (19, "gpt2-small (124M)", "pretrained", "last + pooled embeddings (every position, padding included)",
+     "last_block", "longest train ex. (120)", ["--average-embeddings"]),
 ]
 OTHER_SIZES = {6, 7, 8, 9, 12}  # need GPT-2 medium/large/xl: not runnable in test mode
 

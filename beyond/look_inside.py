@@ -14,7 +14,7 @@ import torch
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
-from beyond.bonus_training import select_token_logits
+from beyond.bonus_training import read_positions, select_token_logits
 from beyond.prediction import encode_for_classifier
 
 PAD_TOKEN_ID = 50256  # GPT-2's <|endoftext|>, the chapter's padding token
@@ -32,11 +32,10 @@ def encode_message(text, tokenizer, max_length=None, pad_token_id=PAD_TOKEN_ID, 
 
 
 def num_message_tokens(ids, pad_token_id=PAD_TOKEN_ID):
-    """How many ids belong to the message: padding only ever follows it."""
-    n = len(ids)
-    while n > 0 and ids[n - 1] == pad_token_id:
-        n -= 1
-    return n
+    """How many ids belong to the message: up to the last real token, the one "flexible" reads (0: padding only)."""
+    if all(t == pad_token_id for t in ids):
+        return 0
+    return int(read_positions(torch.tensor([list(ids)]), "flexible", pad_token_id)[0]) + 1
 
 
 def token_strings(ids, tokenizer):

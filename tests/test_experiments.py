@@ -3,6 +3,8 @@
 
 import inspect
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -184,6 +186,17 @@ def test_flexible_position_wins_over_averaging_as_in_the_bonus_script():
         bonus_training.select_token_logits(logits, ids, "middle")
     with pytest.raises(ValueError, match="flexible"):
         bonus_training.select_token_logits(logits, ids, "middle", average_embeddings=True)
+
+
+def test_the_bonus_tables_row_19_averages_every_position():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bonus_table
+
+    flags = next(row[6] for row in bonus_table.ROWS if row[0] == 19)
+    assert cli.build_arg_parser().parse_args(flags).average_embeddings == "all_positions"
+    args = cli.build_arg_parser().parse_args(["--average-embeddings", "real_tokens"])
+    assert args.average_embeddings == "real_tokens"
+    assert cli.build_arg_parser().parse_args([]).average_embeddings is False
 
 
 def test_read_positions_is_the_position_select_token_logits_reads():
