@@ -115,7 +115,12 @@ class FeedForward(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """Causal multi-head self-attention, computed by PyTorch's fused scaled_dot_product_attention."""
+    """Causal multi-head self-attention: chapter 3's maths written out, PyTorch's fused kernel as the fast path."""
+
+    # The fast path: F.scaled_dot_product_attention computes the same softmax(q k^T / sqrt(d)) v in one fused
+    # kernel, without building the [tokens x tokens] score matrix in memory. Set False to run the written-out
+    # path (forward_readable) a reader follows in chapter 3; tests check that the two agree.
+    use_fused_attention = True
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
@@ -123,18 +128,24 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"emb_dim {d_out} is not divisible by n_heads {num_heads}: pick n_heads that divides it")
         self.d_out = d_out
         self.num_heads = num_heads
-        self.head_dim = d_out // num_heads
+        self.head_dim = d_out // num_heads  # Reduce the projection dim to match desired output dim
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.out_proj = nn.Linear(d_out, d_out)
-        self.dropout = nn.Dropout(dropout)  # kept as a module for its .p; applied to attention weights by SDPA
-        # no mask buffer: is_causal builds it on the fly, for any length (context_length kept for the chapter's
-        # signature). False lets every token see the whole input, for the "disable the causal mask" experiment.
-        self.causal = True
+        self.out_proj = nn.Linear(d_out, d_out)  # Linear layer to combine head outputs
+        self.dropout = nn.Dropout(dropout)
+        # The chapter's causal mask: 1 above the diagonal marks the future tokens a query must not see. Not
+        # persistent: a constant needs no saving (our files stay 4 MB per block smaller); the chapter's files,
+        # which hold it, still load strictly (the hook below sets theirs aside).
+        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1),
+                             persistent=False)
         self.register_load_state_dict_pre_hook(_drop_chapter_mask_buffer)
+        # False lets every token see the whole input, for the bonus experiment "disable the causal mask"
+        self.causal = True
 
     def forward(self, x):
+        if not self.use_fused_attention:
+            return self.forward_readable(x)
         b, num_tokens, _ = x.shape
         # call the Linear modules (not their weights) so wrappers such as LoRA layers take part
         queries, keys, values = self.W_query(x), self.W_key(x), self.W_value(x)
@@ -142,19 +153,50 @@ class MultiHeadAttention(nn.Module):
         queries, keys, values = (
             z.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2) for z in (queries, keys, values)
         )
-        context = F.scaled_dot_product_attention(
-            queries,
-            keys,
-            values,
-            dropout_p=self.dropout.p if self.training else 0.0,
-            is_causal=self.causal,
+        context_vec = F.scaled_dot_product_attention(
+            queries, keys, values, dropout_p=self.dropout.p if self.training else 0.0, is_causal=self.causal
         )
-        context = context.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
-        return self.out_proj(context)
+        context_vec = context_vec.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
+        return self.out_proj(context_vec)
+
+    def forward_readable(self, x):
+        """Chapter 3's attention step by step: scores, causal mask, scaling, softmax, dropout, context vectors."""
+        b, num_tokens, _ = x.shape
+        keys = self.W_key(x)  # Shape: (b, num_tokens, d_out)
+        queries = self.W_query(x)
+        values = self.W_value(x)
+
+        # Implicitly split the matrix by adding a `num_heads` dimension: (b, num_tokens, num_heads, head_dim)
+        keys = keys.view(b, num_tokens, self.num_heads, self.head_dim)
+        values = values.view(b, num_tokens, self.num_heads, self.head_dim)
+        queries = queries.view(b, num_tokens, self.num_heads, self.head_dim)
+
+        # Transpose: (b, num_tokens, num_heads, head_dim) -> (b, num_heads, num_tokens, head_dim)
+        keys = keys.transpose(1, 2)
+        queries = queries.transpose(1, 2)
+        values = values.transpose(1, 2)
+
+        # Dot products of every query with every key, for each head
+        attn_scores = queries @ keys.transpose(2, 3)  # (b, num_heads, num_tokens, num_tokens)
+
+        if self.causal:
+            # The mask truncated to the number of tokens, as booleans; future positions get -inf (weight 0)
+            mask_bool = self.mask.bool()[:num_tokens, :num_tokens]
+            attn_scores.masked_fill_(mask_bool, -torch.inf)
+
+        attn_weights = torch.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
+        attn_weights = self.dropout(attn_weights)
+
+        # Context vectors: (b, num_heads, num_tokens, head_dim) -> (b, num_tokens, num_heads, head_dim)
+        context_vec = (attn_weights @ values).transpose(1, 2)
+
+        # Combine heads, where self.d_out = self.num_heads * self.head_dim
+        context_vec = context_vec.contiguous().view(b, num_tokens, self.d_out)
+        return self.out_proj(context_vec)  # optional projection
 
 
 def _drop_chapter_mask_buffer(module, state_dict, prefix, *args):
-    """Ignore the chapter's causal-mask buffer ("...att.mask") so its saved state_dicts load strictly into ours."""
+    """Set aside the chapter's saved causal mask ("...att.mask"): ours is built, not loaded, so both files load."""
     state_dict.pop(prefix + "mask", None)  # load_state_dict works on a copy: the caller's dict is untouched
 
 

@@ -169,6 +169,74 @@ def test_state_dict_has_the_chapters_names_and_other_unknown_keys_still_fail():
         small_model().load_state_dict(sd)
 
 
+def _book_keyed_state_dict(model):
+    """model's state_dict keyed exactly as the chapter's GPTModel saves it: with every block's float mask buffer."""
+    ctx = model.pos_emb.weight.shape[0]
+    masks = {f"trf_blocks.{i}.att.mask": torch.triu(torch.ones(ctx, ctx), diagonal=1)
+             for i in range(len(model.trf_blocks))}
+    return {**model.state_dict(), **masks}
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_books_review_classifier_pth_loads_into_our_gpt_model(tmp_path, fused):
+    trained = small_model(seed=5)
+    trained.out_head = torch.nn.Linear(in_features=SMALL_CFG["emb_dim"], out_features=2)
+    path = tmp_path / "review_classifier.pth"
+    torch.save(_book_keyed_state_dict(trained), path)  # the chapter: torch.save(model.state_dict(), ...)
+
+    # the chapter's code for loading it, unchanged
+    model = GPTModel(SMALL_CFG)
+    model.out_head = torch.nn.Linear(in_features=SMALL_CFG["emb_dim"], out_features=2)
+    model_state_dict = torch.load(path, map_location=torch.device("cpu"), weights_only=True)
+    model.load_state_dict(model_state_dict)  # strict
+    model.eval()
+    for block in model.trf_blocks:
+        block.att.use_fused_attention = fused
+    idx = torch.randint(0, 50257, (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx), trained(idx), rtol=0, atol=1e-5)
+
+
+def test_the_mask_buffer_is_the_chapters_and_our_files_leave_it_out():
+    att = small_model().trf_blocks[0].att
+    ctx = SMALL_CFG["context_length"]
+    assert torch.equal(att.mask, torch.triu(torch.ones(ctx, ctx), diagonal=1))  # registered as in the chapter
+    assert dict(att.named_buffers())["mask"] is att.mask
+    assert "mask" not in att.state_dict()  # a constant: our saved files stay 4 MB per block smaller
+
+
+def _logits_by_path(model, idx, fused):
+    for block in model.trf_blocks:
+        block.att.use_fused_attention = fused
+    with torch.no_grad():
+        return model(idx)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("length", [1, 7, SMALL_CFG["context_length"]])
+def test_the_written_out_attention_and_the_fused_one_agree(causal, length, monkeypatch):
+    model = small_model(seed=9)
+    for block in model.trf_blocks:
+        block.att.causal = causal  # the bonus experiments' switch
+    idx = torch.randint(0, 50257, (2, length))
+    fused = _logits_by_path(model, idx, fused=True)
+
+    def no_fused_kernel(*args, **kwargs):
+        raise AssertionError("the written-out path called the fused kernel")
+
+    monkeypatch.setattr(gpt_model.F, "scaled_dot_product_attention", no_fused_kernel)
+    readable = _logits_by_path(model, idx, fused=False)
+    torch.testing.assert_close(readable, fused, rtol=0, atol=2e-5)
+    if length > 1:  # the switch changes the numbers, so agreeing with it on and off says something
+        for block in model.trf_blocks:
+            block.att.causal = not causal
+        assert not torch.allclose(_logits_by_path(model, idx, fused=False), readable, atol=1e-3)
+
+
+def test_the_fused_path_is_the_default():
+    assert gpt_model.MultiHeadAttention.use_fused_attention is True
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Shapes and the head swap
 
