@@ -72,8 +72,8 @@ def setup(flexible, workdir, fast_optimizer=False, data=None, balance=True):
     import gpt_download
     import gpt_model
     import spam_dataset
-    import train_classifier as tc
     from beyond import fast_trainer
+    from beyond.experiments import replace_head_and_freeze
 
     splits = spam_dataset.prepare_spam_splits(SMS_ZIP if data is None else data, data_dir=workdir, verbose=False,
                                               balance=balance)
@@ -84,7 +84,7 @@ def setup(flexible, workdir, fast_optimizer=False, data=None, balance=True):
     torch.manual_seed(0)
     model = gpt_model.GPTModel(gpt_model.get_model_config("gpt2-small (124M)"))
     torch.manual_seed(SETTINGS["seed"])
-    tc.replace_head_and_freeze(model, num_classes=2, trainable_layers="last_block")
+    replace_head_and_freeze(model, num_classes=2, trainable_layers="last_block")
     torch.manual_seed(SETTINGS["seed"])
     if fast_optimizer:
         optimizer = fast_trainer.make_optimizer(model, lr=SETTINGS["lr"], weight_decay=SETTINGS["weight_decay"])
@@ -136,7 +136,7 @@ def training_steps(stop_after=None):
 
 def run_chapter_sample(flexible, sample_steps, workdir, num_epochs=None, **setup_kwargs):
     """The real train_classifier_simple for sample_steps steps (and its step-0 evaluation), timed."""
-    import train_classifier as tc
+    from beyond import bonus_training as tc  # the switch-aware loop: "flexible" is a bonus experiment
 
     model, optimizer, loaders, _, _ = setup(flexible, workdir, **setup_kwargs)
     token = {"trainable_token_pos": "flexible" if flexible else "last", "pad_token_id": 50256}

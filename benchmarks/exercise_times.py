@@ -46,6 +46,7 @@ def measure(max_length, trainable_layers, sample_steps, workdir):
     import gpt_model
     import spam_dataset
     import train_classifier as tc
+    from beyond.experiments import replace_head_and_freeze
 
     splits = spam_dataset.prepare_spam_splits(SMS_ZIP, data_dir=workdir, verbose=False)
     loaders = spam_dataset.create_data_loaders(splits["train"], splits["validation"], splits["test"],
@@ -54,7 +55,7 @@ def measure(max_length, trainable_layers, sample_steps, workdir):
     torch.manual_seed(0)
     model = gpt_model.GPTModel(gpt_model.get_model_config("gpt2-small (124M)"))
     torch.manual_seed(123)
-    tc.replace_head_and_freeze(model, num_classes=2, trainable_layers=trainable_layers)
+    replace_head_and_freeze(model, num_classes=2, trainable_layers=trainable_layers)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.1)  # the chapter's
 
     marks, step = [], optimizer.step
