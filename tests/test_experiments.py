@@ -199,6 +199,15 @@ def test_the_bonus_tables_row_19_averages_every_position():
     assert cli.build_arg_parser().parse_args([]).average_embeddings is False
 
 
+def test_the_fast_trainer_steps_aside_for_averaging_it_does_not_implement():
+    from beyond import fast_trainer
+
+    model = experiments.replace_head_and_freeze(tiny_classifier(), 2, "last_block")
+    assert fast_trainer.why_not_fast(model) == ""
+    for average in (True, "all_positions", "real_tokens"):
+        assert "average_embeddings" in fast_trainer.why_not_fast(model, average_embeddings=average)
+
+
 def test_read_positions_is_the_position_select_token_logits_reads():
     ids = torch.tensor([[5, 6, 50256, 50256], [5, 6, 7, 8], [50256, 50256, 50256, 50256]])
     logits = torch.randn(3, 4, 2)
@@ -338,6 +347,17 @@ def test_cli_lora_trains_only_the_updates_and_predicts(tmp_path, capsys):
     model, _ = checkpoints.load_classifier(out)
     assert torch.equal(model.trf_blocks[0].att.W_query.linear.weight, initial["trf_blocks.0.att.W_query.weight"])
     assert experiments.lora_settings(model) == {"lora_rank": 2, "lora_alpha": 4.0, "lora_scaling": "alpha"}
+    assert len(prediction.predict_from_checkpoint(out, ["win a prize", "lunch?"])) == 2
+
+
+def test_cli_lora_alternative_and_the_real_token_mean_train_and_reload(tmp_path):
+    code, metrics, out = _cli(tmp_path, "loralt", "--trainable_layers", "lora_alternative", "--lora_rank", "2",
+                              "--lora_alpha", "4", "--average_embeddings", "real_tokens")
+    assert code == 0 and metrics["settings"]["trainer"] == "simple"
+    model, info = checkpoints.load_classifier(out)
+    assert isinstance(model.trf_blocks[0].att.W_query, experiments.LinearWithLoRAMerged)
+    assert bonus_training.saved_average_embeddings(info["extra"]) == "real_tokens"
+    assert metrics["settings"]["average_embeddings"] == "real_tokens"
     assert len(prediction.predict_from_checkpoint(out, ["win a prize", "lunch?"])) == 2
 
 
