@@ -343,12 +343,12 @@ def class_probabilities_fast(texts, model, tokenizer, device, max_length=None, p
 def classify_reviews_fast(texts, model, tokenizer, device, max_length=None, pad_token_id=50256, *,
                           trainable_token_pos="last", batch_size=32, precision="fp32"):
     """classify_review's answers for many messages ("spam" / "not spam"), from class_probabilities_fast."""
-    if _why_not_standard_gpt(model):
+    if _why_not_standard_gpt(model):  # the whole model, as prediction runs it
         probabilities = prediction.class_probabilities(texts, model, tokenizer, device, max_length,
                                                        trainable_token_pos=trainable_token_pos,
                                                        pad_token_id=pad_token_id, batch_size=batch_size)
-        return ["spam" if label == 1 else "not spam" for label in probabilities.argmax(dim=-1).tolist()]
-    probabilities = class_probabilities_fast(texts, model, tokenizer, device, max_length, pad_token_id,
-                                             trainable_token_pos=trainable_token_pos, batch_size=batch_size,
-                                             precision=precision)
+    else:
+        probabilities = class_probabilities_fast(texts, model, tokenizer, device, max_length, pad_token_id,
+                                                 trainable_token_pos=trainable_token_pos, batch_size=batch_size,
+                                                 precision=precision)
     return ["spam" if label == 1 else "not spam" for label in probabilities.argmax(dim=-1).tolist()]

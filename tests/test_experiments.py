@@ -464,3 +464,22 @@ def test_classifier_switches_are_read_off_the_model():
         "lora": {"lora_rank": 4, "lora_alpha": 8.0, "lora_scaling": "alpha"}, "causal": False}
     rebuilt = experiments.rebuild_classifier_switches(tiny_model(), {"switches": experiments.classifier_switches(model)})
     assert experiments.classifier_switches(rebuilt) == experiments.classifier_switches(model)
+
+
+class _LetterTokenizer:
+    def encode(self, text, **kwargs):
+        return [ord(c) for c in text]
+
+
+def test_batched_answers_without_the_causal_mask_are_classify_reviews():
+    from beyond import fast_trainer
+
+    model = experiments.set_causal_mask(tiny_classifier(seed=8), False)  # not the fast path: the whole model
+    texts = ["win cash now", "see you at 8", "free entry!!", "ok", "hi mum, call me"]
+    padded = torch.tensor([_LetterTokenizer().encode(t) + [50256] * (20 - len(t)) for t in texts])
+    logits = model(padded)[:, -1]
+    with torch.no_grad():  # the threshold at the median message, so both answers occur
+        model.out_head.bias[1] -= (logits[:, 1] - logits[:, 0]).median() - 1e-4
+    expected = [tc.classify_review(t, model, _LetterTokenizer(), "cpu", max_length=20) for t in texts]
+    assert {"spam", "not spam"} == set(expected)
+    assert fast_trainer.classify_reviews_fast(texts, model, _LetterTokenizer(), "cpu", 20, batch_size=2) == expected
