@@ -33,10 +33,6 @@ class DataError(ValueError):
     """A data file or DataFrame the tutorial cannot use; the message names the file and the fix."""
 
 
-class DataFileNotFoundError(DataError, FileNotFoundError):
-    """A data file that is not there (also a FileNotFoundError, so either except clause catches it)."""
-
-
 class DataWarning(UserWarning):
     """Something was fixed on the fly (rows dropped, texts truncated, a non-UTF-8 file decoded)."""
 

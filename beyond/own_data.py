@@ -12,19 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from spam_dataset import (
-    SMS_LABELS,
-    SMS_MEMBER_NAME,
-    DataError,
-    DataFileNotFoundError,
-    DataWarning,
-    find_sms_member,
-)
+from spam_dataset import SMS_LABELS, SMS_MEMBER_NAME, DataError, DataWarning, find_sms_member
 
 # Column names tried, in order, when a user's file does not say which column is which.
 TEXT_COLUMN_GUESSES = ("text", "message", "messages", "sms", "msg", "content", "body", "email", "review",
                        "sentence", "v2")
 LABEL_COLUMN_GUESSES = ("label", "labels", "class", "category", "target", "type", "spam", "v1", "y")
+
+
+class DataFileNotFoundError(DataError, FileNotFoundError):
+    """A data file that is not there (also a FileNotFoundError, so either except clause catches it)."""
 
 
 def load_spam_dataframe(path, text_column=None, label_column=None, encoding=None):
