@@ -26,9 +26,7 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import gpt_download  # after the sys.path line, so the script runs from anywhere
-import spam_dataset
-from beyond import look_inside
+from beyond import data_splits, gpt2_tokenizer, look_inside  # after the sys.path line: runs from anywhere
 from beyond.baseline import fit_tfidf_baseline
 from beyond.checkpoints import load_classifier
 
@@ -73,7 +71,7 @@ def gpt_row(name, flags, data_path, work_dir, data):
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     test = metrics["classification_metrics"]["test"]
     model, info = load_classifier(out)
-    tokenizer = gpt_download.get_gpt2_tokenizer()
+    tokenizer = gpt2_tokenizer.get_gpt2_tokenizer()
     max_length = info["max_length"]
     texts = data["test"][0][:64]  # enough for a steady speed; the whole split takes long for GPT-2 small
 
@@ -113,7 +111,7 @@ def main(argv=None):
     parser.add_argument("--work-dir", default=None,
                         help="keep the splits and the GPT runs' output folders here (default: a temporary folder)")
     args = parser.parse_args(argv)
-    data_path = args.data or spam_dataset.find_local_sms_zip()
+    data_path = args.data or data_splits.find_local_sms_zip()
     if data_path is None:
         print("error: the SMS data was not found; pass --data PATH (the UCI zip or its TSV) or set SMS_SPAM_ZIP.",
               file=sys.stderr)
@@ -121,8 +119,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     threadpool_limits(limits=args.threads)  # numpy's BLAS too (the baseline's predict_proba)
     with (contextlib.nullcontext(args.work_dir) if args.work_dir else tempfile.TemporaryDirectory()) as work:
-        balanced = read_split(spam_dataset.prepare_spam_splits(data_path, Path(work) / "balanced", verbose=False))
-        full = read_split(spam_dataset.prepare_spam_splits(data_path, Path(work) / "full", balance=False,
+        balanced = read_split(data_splits.prepare_spam_splits(data_path, Path(work) / "balanced", verbose=False))
+        full = read_split(data_splits.prepare_spam_splits(data_path, Path(work) / "full", balance=False,
                                                            verbose=False))
         rows = [{"model": "GPT-2 small, pretrained", "note": "the chapter's published figure (not run here)",
                  "test_acc": CHAPTER_TEST_ACCURACY},

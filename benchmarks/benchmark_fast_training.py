@@ -69,16 +69,14 @@ def setup(flexible, workdir, fast_optimizer=False, data=None, balance=True):
     """
     import torch
 
-    import gpt_download
     import gpt_model
-    import spam_dataset
-    from beyond import fast_trainer
+    from beyond import data_loaders, data_splits, fast_trainer, gpt2_tokenizer
     from beyond.experiments import replace_head_and_freeze
 
-    splits = spam_dataset.prepare_spam_splits(SMS_ZIP if data is None else data, data_dir=workdir, verbose=False,
+    splits = data_splits.prepare_spam_splits(SMS_ZIP if data is None else data, data_dir=workdir, verbose=False,
                                               balance=balance)
-    tokenizer = gpt_download.get_gpt2_tokenizer()
-    loaders = spam_dataset.create_data_loaders(splits["train"], splits["validation"], splits["test"], tokenizer,
+    tokenizer = gpt2_tokenizer.get_gpt2_tokenizer()
+    loaders = data_loaders.create_data_loaders(splits["train"], splits["validation"], splits["test"], tokenizer,
                                                batch_size=SETTINGS["batch_size"], seed=SETTINGS["seed"],
                                                per_batch_padding=flexible)
     torch.manual_seed(0)

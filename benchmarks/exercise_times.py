@@ -42,15 +42,14 @@ class StopSample(Exception):
 
 def measure(max_length, trainable_layers, sample_steps, workdir):
     """Seconds per training step and per evaluation batch of the chapter's loop, and its full job extrapolated."""
-    import gpt_download
     import gpt_model
-    import spam_dataset
     import train_classifier as tc
+    from beyond import data_loaders, data_splits, gpt2_tokenizer
     from beyond.experiments import replace_head_and_freeze
 
-    splits = spam_dataset.prepare_spam_splits(SMS_ZIP, data_dir=workdir, verbose=False)
-    loaders = spam_dataset.create_data_loaders(splits["train"], splits["validation"], splits["test"],
-                                               gpt_download.get_gpt2_tokenizer(), batch_size=8, max_length=max_length)
+    splits = data_splits.prepare_spam_splits(SMS_ZIP, data_dir=workdir, verbose=False)
+    loaders = data_loaders.create_data_loaders(splits["train"], splits["validation"], splits["test"],
+                                               gpt2_tokenizer.get_gpt2_tokenizer(), batch_size=8, max_length=max_length)
     train_loader, val_loader, test_loader = loaders
     torch.manual_seed(0)
     model = gpt_model.GPTModel(gpt_model.get_model_config("gpt2-small (124M)"))

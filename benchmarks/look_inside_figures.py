@@ -21,9 +21,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import gpt_download  # after the sys.path line, so the script runs from anywhere
-import spam_dataset
-from beyond import look_inside
+from beyond import data_splits, gpt2_tokenizer, look_inside  # after the sys.path line: runs from anywhere
 from beyond.checkpoints import load_classifier
 
 
@@ -64,7 +62,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    data = args.data or spam_dataset.find_local_sms_zip()
+    data = args.data or data_splits.find_local_sms_zip()
     if data is None:
         print("error: the SMS data was not found; pass --data PATH (the UCI zip or its TSV) or set SMS_SPAM_ZIP.",
               file=sys.stderr)
@@ -72,9 +70,9 @@ def main(argv=None):
     model, info = load_classifier(args.checkpoint)
     max_length = info["max_length"] or 120  # a flexible run pads per batch: measure it at the chapter's 120
     token_pos = (info.get("extra") or {}).get("trainable_token_pos", "last")
-    tokenizer = gpt_download.get_gpt2_tokenizer()
+    tokenizer = gpt2_tokenizer.get_gpt2_tokenizer()
     with tempfile.TemporaryDirectory() as work:
-        test = pd.read_csv(spam_dataset.prepare_spam_splits(data, work, verbose=False)["test"])
+        test = pd.read_csv(data_splits.prepare_spam_splits(data, work, verbose=False)["test"])
     spam = test.loc[test["Label"] == 1, "Text"].tolist()[:args.max_spam]
     rows = [look_inside.encode_message(t, tokenizer, max_length) for t in spam]
     cfg = info["config"]

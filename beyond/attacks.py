@@ -18,10 +18,11 @@ import warnings
 import pandas as pd
 import torch
 
-import gpt_download
 import spam_dataset
 from beyond import baseline, checkpoints, fast_trainer, look_inside, prediction
 from beyond.bonus_training import saved_average_embeddings
+from beyond.data_splits import prepare_spam_splits
+from beyond.gpt2_tokenizer import get_gpt2_tokenizer
 
 THRESHOLD = 0.5  # P(spam) at or above this: spam (the argmax of two classes)
 # The spam's payload: phone numbers, short codes, links. A spammer who garbles them has nothing left to send,
@@ -394,9 +395,9 @@ def attack_checkpoint(checkpoint, data=None, data_dir="data", *, test_mode=False
     if max_messages is not None and max_messages < 1:
         raise ValueError(f"--max-messages {max_messages}: attack at least 1 message (or leave it out for all).")
     model, info = checkpoints.load_classifier(checkpoint, device=device)
-    paths = spam_dataset.prepare_spam_splits(data, data_dir, offline=test_mode, verbose=False)
+    paths = prepare_spam_splits(data, data_dir, offline=test_mode, verbose=False)
     splits = {name: pd.read_csv(paths[name]) for name in ("train", "validation", "test")}
-    tokenizer = gpt_download.get_gpt2_tokenizer()
+    tokenizer = get_gpt2_tokenizer()
     extra = info.get("extra") or {}
     return attack_report(model, tokenizer, device, splits, max_length=info.get("max_length"),
                          trainable_token_pos=extra.get("trainable_token_pos", "last"),

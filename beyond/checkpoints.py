@@ -13,6 +13,7 @@ import torch
 
 import gpt_download
 import gpt_model
+from beyond import weight_sources
 from beyond.experiments import classifier_switches, rebuild_classifier_switches
 from beyond.model_setup import rebuild_base, tensor_sha256, weights_digest
 from gpt_download import CheckpointError, atomic_write
@@ -133,7 +134,7 @@ def _from_plain_state_dict(path, state):
                               "with torch.save(model.state_dict(), ...) from the chapter's GPTModel.") from None
     blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"trf_blocks\.(\d+)\.", k))})
     # the shapes do not say the number of heads: GPT-2's sizes (and the tiny test model) fix it by the width
-    heads = {**gpt_download.N_HEAD_BY_EMB, gpt_model.TINY_CONFIG["emb_dim"]: gpt_model.TINY_CONFIG["n_heads"]}
+    heads = {**weight_sources.N_HEAD_BY_EMB, gpt_model.TINY_CONFIG["emb_dim"]: gpt_model.TINY_CONFIG["n_heads"]}
     if emb_dim not in heads or not blocks or blocks != list(range(len(blocks))):
         raise CheckpointError(f"{path} matches no GPT-2 shape: found embedding width {emb_dim}, {len(blocks)} "
                               f"transformer blocks and a {num_classes}-class head (GPT-2's widths are 768, 1024, "

@@ -13,6 +13,7 @@ import gpt_download
 from beyond import attacks, look_inside
 from beyond.bonus_training import saved_average_embeddings
 from beyond.checkpoints import load_classifier
+from beyond.gpt2_tokenizer import get_gpt2_tokenizer
 from beyond.model_setup import is_test_mode, resolve_device, threads_for_test_mode
 from beyond.prediction import predict_from_checkpoint
 from gpt_download import atomic_write
@@ -135,7 +136,7 @@ def explain_main(argv=None):
     try:
         model, info = load_classifier(args.checkpoint, device=resolve_device(args.device), models_dir=args.models_dir)
         extra = info.get("extra") or {}
-        result = look_inside.explain(args.message, model, gpt_download.get_gpt2_tokenizer(args.models_dir),
+        result = look_inside.explain(args.message, model, get_gpt2_tokenizer(args.models_dir),
                                      method=args.method,
                                      max_length=info.get("max_length") if info.get("padded", True) else None,
                                      trainable_token_pos=extra.get("trainable_token_pos", "last"),

@@ -16,8 +16,7 @@ import warnings
 
 import torch
 
-import gpt_download
-import spam_dataset
+from beyond import data_loaders, data_splits, gpt2_tokenizer
 from beyond.activation_cache import cache_report, parse_size, release_cache
 from beyond.bonus_training import AVERAGE_EMBEDDINGS, TRAINABLE_TOKEN_POSITIONS, train_classifier_simple
 from beyond.checkpoints import save_classifier
@@ -330,10 +329,10 @@ def _run_training(args):
 def _data_and_model(args, test_mode):
     """(splits, tokenizer, model, cfg): data first, so a bad --data fails before a 500 MB download."""
     rank0_first("start")  # torchrun: rank 0 downloads and writes the splits first, the others then read them
-    splits = spam_dataset.prepare_spam_splits(args.data, args.data_dir, offline=test_mode,
-                                              text_column=args.text_column, label_column=args.label_column,
-                                              encoding=args.encoding, balance=args.balance)
-    tokenizer = gpt_download.get_gpt2_tokenizer(args.models_dir)
+    splits = data_splits.prepare_spam_splits(args.data, args.data_dir, offline=test_mode,
+                                             text_column=args.text_column, label_column=args.label_column,
+                                             encoding=args.encoding, balance=args.balance)
+    tokenizer = gpt2_tokenizer.get_gpt2_tokenizer(args.models_dir)
     model, cfg = build_model(args.model_size, args.weights, args.models_dir, test_mode=test_mode,
                              weights_format=args.weights_format, seed=args.seed)
     rank0_first("end")
@@ -351,7 +350,7 @@ def _data_loaders(args, splits, tokenizer, cfg):
               "updates).")
         args.batch_size = 1  # metrics.json records the batch size that ran
     options = _loader_options(args, cfg)
-    loaders = spam_dataset.create_data_loaders(splits["train"], splits["validation"], splits["test"], tokenizer,
+    loaders = data_loaders.create_data_loaders(splits["train"], splits["validation"], splits["test"], tokenizer,
                                                batch_size=args.batch_size, seed=args.seed, **options)
     context = int(cfg["context_length"])
     if loaders[0].dataset.max_length > context:
@@ -359,7 +358,7 @@ def _data_loaders(args, splits, tokenizer, cfg):
         print(f"The longest training message ({loaders[0].dataset.max_length} tokens) is longer than the model's "
               f"context; truncating to {context} tokens (--context-length sets another length).")
         options["max_length"] = context
-        loaders = spam_dataset.create_data_loaders(splits["train"], splits["validation"], splits["test"],
+        loaders = data_loaders.create_data_loaders(splits["train"], splits["validation"], splits["test"],
                                                    tokenizer, batch_size=args.batch_size, seed=args.seed, **options)
     return loaders, options["per_batch_padding"]
 

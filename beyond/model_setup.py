@@ -9,6 +9,7 @@ import torch
 
 import gpt_download
 import gpt_model
+from beyond import weight_sources
 
 WEIGHTS_FORMATS = ("openai", "safetensors", "pytorch")
 
@@ -74,7 +75,7 @@ def build_model(model_size="gpt2-small (124M)", weights="pretrained", models_dir
         model.base_weights = None if seed is None else _base_record(model, kind="random", seed=seed, config=cfg)
         return model, cfg
     # Download (or find) the weights before building the model: a failed download then costs nothing.
-    if weights_format == "openai" and (tf_error := gpt_download.tensorflow_import_error()):
+    if weights_format == "openai" and (tf_error := weight_sources.tensorflow_import_error()):
         print(f"TensorFlow does not import ({tf_error}), so OpenAI's checkpoint cannot be read; "
               "using the same weights from Hugging Face's model.safetensors instead.")
         weights_format = "safetensors"
@@ -84,7 +85,7 @@ def build_model(model_size="gpt2-small (124M)", weights="pretrained", models_dir
         _load_book_state_dict(model, size, models_dir)
     else:
         load = (gpt_download.download_and_load_gpt2 if weights_format == "openai"
-                else gpt_download.download_and_load_gpt2_safetensors)
+                else weight_sources.download_and_load_gpt2_safetensors)
         _settings, params = load(size, models_dir)
         gpt_model.load_weights_into_gpt(model, params)
     model.eval()
@@ -96,10 +97,10 @@ def build_model(model_size="gpt2-small (124M)", weights="pretrained", models_dir
 
 def _load_book_state_dict(model, size, models_dir):
     """Load the book's PyTorch GPT-2 file into model: the .pth, or the .safetensors twin when only it is here."""
-    stem = Path(models_dir) / size / gpt_download.PYTORCH_FILES[size]
+    stem = Path(models_dir) / size / weight_sources.PYTORCH_FILES[size]
     suffix = ".safetensors" if stem.with_suffix(".safetensors").is_file() and not stem.with_suffix(".pth").is_file() \
         else ".pth"
-    state = gpt_download.download_and_load_gpt2_pytorch(size, models_dir, suffix=suffix)
+    state = weight_sources.download_and_load_gpt2_pytorch(size, models_dir, suffix=suffix)
     wrong = sorted(k for k, v in model.state_dict().items() if k not in state or state[k].shape != v.shape)
     if wrong:
         raise gpt_download.CheckpointError(f"{stem}{suffix} does not hold GPT-2 {size}'s weights ({len(wrong)} "
@@ -133,7 +134,7 @@ def _base_files(models_dir, size, weights_format):
     """{file name: {"size", "sha256"}} of the files the pretrained weights were read from."""
     folder = Path(models_dir) / size
     names = {"openai": gpt_download.GPT2_FILES, "safetensors": ("model.safetensors",),
-             "pytorch": (gpt_download.PYTORCH_FILES[size] + ".pth", gpt_download.PYTORCH_FILES[size] + ".safetensors")
+             "pytorch": (weight_sources.PYTORCH_FILES[size] + ".pth", weight_sources.PYTORCH_FILES[size] + ".safetensors")
              }[weights_format]
     return {name: {"size": (folder / name).stat().st_size, "sha256": gpt_download.file_sha256(folder / name)}
             for name in names if (folder / name).is_file()}

@@ -2,10 +2,9 @@
 
 import torch
 
-import gpt_download
-import spam_dataset
 from beyond.bonus_training import saved_average_embeddings, select_token_logits
 from beyond.checkpoints import load_classifier
+from beyond.gpt2_tokenizer import get_gpt2_tokenizer
 from beyond.model_setup import resolve_device
 
 
@@ -14,7 +13,7 @@ def encode_for_classifier(text, tokenizer, context_length, max_length=None, pad_
 
     pad=False: cut but not padded, as a classifier trained with --no-padding saw its messages.
     """
-    ids = spam_dataset._encode(tokenizer, text)  # exactly SpamDataset's encoding
+    ids = tokenizer.encode(text, disallowed_special=())  # exactly SpamDataset's encoding
     limit = context_length if max_length is None else min(max_length, context_length)
     ids = list(ids[:limit])
     if max_length is not None and pad:
@@ -67,7 +66,7 @@ def predict_from_checkpoint(checkpoint, texts, device="cpu", tokenizer=None, mod
     device = resolve_device(device) if isinstance(device, str) else device
     model, info = load_classifier(checkpoint, device=device, models_dir=models_dir)
     if tokenizer is None:
-        tokenizer = gpt_download.get_gpt2_tokenizer(models_dir)
+        tokenizer = get_gpt2_tokenizer(models_dir)
     extra = info.get("extra") or {}
     return predict(texts, model, tokenizer, device, max_length=max_length or info.get("max_length"),
                    label_names=label_names or info.get("label_names") or ("ham", "spam"),

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
-import gpt_download
 import gpt_model
 from beyond import attacks
+from beyond.gpt2_tokenizer import get_gpt2_tokenizer
 
 SPAM_WORDS = {"win", "free", "cash", "prize", "call"}
 
@@ -23,7 +23,7 @@ def share_score(texts):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return gpt_download.get_gpt2_tokenizer()
+    return get_gpt2_tokenizer()
 
 
 # --- the character tricks ---
@@ -191,9 +191,9 @@ def tiny_classifier():
 
 @pytest.fixture(scope="module")
 def synthetic_splits(tmp_path_factory):
-    import spam_dataset
+    from beyond.data_splits import prepare_spam_splits
 
-    paths = spam_dataset.prepare_spam_splits("synthetic", tmp_path_factory.mktemp("data"), verbose=False)
+    paths = prepare_spam_splits("synthetic", tmp_path_factory.mktemp("data"), verbose=False)
     return {name: pd.read_csv(paths[name]) for name in ("train", "validation", "test")}
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import gpt_model
-import spam_dataset
 import train_classifier as tc
 from beyond import checkpoints, cli, experiments, model_setup
+from beyond.synthetic_data import make_synthetic_spam_data
 
 from tiny import tiny_model
 
@@ -185,7 +185,7 @@ def test_small_checkpoint_refuses_other_base_weights(tmp_path):
 
 def test_cli_saves_small_checkpoints_unless_full_is_asked_for(tmp_path):
     data = tmp_path / "sms.csv"
-    spam_dataset.make_synthetic_spam_data(n_per_class=20).to_csv(data, index=False)
+    make_synthetic_spam_data(n_per_class=20).to_csv(data, index=False)
     flags = ["--test-mode", "--data", str(data), "--data-dir", str(tmp_path / "d"), "--num-epochs", "1",
              "--batch-size", "4", "--eval-iter", "1"]
     assert cli.main([*flags, "--output-dir", str(tmp_path / "small")]) == 0
@@ -213,8 +213,8 @@ def _chapter_classifier(seed=3):
 
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_the_chapters_plain_state_dict_predicts_like_the_model_that_saved_it(tmp_path, with_mask):
-    import gpt_download
     from beyond import prediction
+    from beyond.gpt2_tokenizer import get_gpt2_tokenizer
 
     model = _chapter_classifier()
     state = model.state_dict()
@@ -223,7 +223,7 @@ def test_the_chapters_plain_state_dict_predicts_like_the_model_that_saved_it(tmp
         state = {**state, **{f"trf_blocks.{i}.att.mask": mask for i in range(2)}}
     path = tmp_path / "review_classifier.pth"
     torch.save(state, path)  # the chapter's torch.save(model.state_dict(), "review_classifier.pth")
-    tokenizer = gpt_download.get_gpt2_tokenizer()
+    tokenizer = get_gpt2_tokenizer()
     texts = ["You are a winner you have been specially selected to receive $1000 cash", "Hey, dinner at 7?",
              "Free entry: text WIN to 80086 now", "ok"]
     expected = [tc.classify_review(t, model, tokenizer, "cpu", max_length=120) for t in texts]

@@ -251,16 +251,16 @@ def test_fast_run_takes_its_final_metrics_from_the_cache(tmp_path, monkeypatch, 
 
 
 def test_flexible_pads_each_batch_only_to_its_longest_message(tmp_path, monkeypatch, capsys):
-    import spam_dataset
+    from beyond import data_loaders
 
     padding = []
-    original = spam_dataset.create_data_loaders
+    original = data_loaders.create_data_loaders
 
     def record(*args, **kwargs):
         padding.append(kwargs["per_batch_padding"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(spam_dataset, "create_data_loaders", record)
+    monkeypatch.setattr(data_loaders, "create_data_loaders", record)
     runs = {}
     for trainer in ("fast", "simple"):
         out = tmp_path / trainer
@@ -311,15 +311,16 @@ def test_precision_flag_reaches_the_fast_trainer(tmp_path, monkeypatch, capsys):
 
 def test_failed_download_bad_size_and_missing_gpu_are_one_line(tmp_path, monkeypatch, capsys):
     import gpt_download
+    from beyond import weight_sources
 
     def offline(model_size, models_dir):
         raise gpt_download.DownloadError(f"could not download GPT-2 {model_size}: tried https://example.invalid; "
                                          f"place the files in {models_dir}/{model_size} by hand")
 
     monkeypatch.setattr(gpt_download, "download_and_load_gpt2", offline)
-    monkeypatch.setattr(gpt_download, "download_and_load_gpt2_safetensors", lambda model_size, models_dir: offline(
+    monkeypatch.setattr(weight_sources, "download_and_load_gpt2_safetensors", lambda model_size, models_dir: offline(
         f"{model_size} model.safetensors", models_dir))
-    monkeypatch.setattr(gpt_download, "tensorflow_import_error", lambda: None)  # no slow TensorFlow import
+    monkeypatch.setattr(weight_sources, "tensorflow_import_error", lambda: None)  # no slow TensorFlow import
     monkeypatch.delenv("TUTORIAL_TEST_MODE", raising=False)
     args = [a for a in quick_args(tmp_path) if a != "--test-mode"]
     assert cli.main(args + ["--models-dir", str(tmp_path / "gpt2")]) == 1
@@ -392,9 +393,9 @@ def test_metrics_are_strict_json():
 def test_messages_longer_than_the_context_are_cut_with_a_warning(tmp_path, capsys, trainer):
     import pandas as pd
 
-    import spam_dataset
+    from beyond.synthetic_data import make_synthetic_spam_data
 
-    rows = spam_dataset.make_synthetic_spam_data(n_per_class=20)
+    rows = make_synthetic_spam_data(n_per_class=20)
     long_text = "win a free prize now " * 300  # about 1500 tokens: more than the model's 1024 positions
     rows = pd.concat([rows, pd.DataFrame({"Label": ["spam", "ham"] * 5, "Text": [long_text] * 10})])
     data = tmp_path / "long.csv"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import spam_dataset
 from beyond import checkpoints, cli, distributed
+from beyond.synthetic_data import make_synthetic_spam_data
 
 from tiny import tiny_classifier
 
@@ -32,10 +32,8 @@ def _one_and_two_processes(tmp_path, flags):
 
 
 def test_torchrun_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
-    import spam_dataset
-
     data = tmp_path / "sms.csv"
-    spam_dataset.make_synthetic_spam_data(n_per_class=30).to_csv(data, index=False)
+    make_synthetic_spam_data(n_per_class=30).to_csv(data, index=False)
     flags = ["--test-mode", "--data", str(data), "--num-epochs", "2", "--batch-size", "4", "--eval-freq", "4",
              "--eval-iter", "2", "--trainer", "simple", "--lr", "1e-3"]
     one, two, run = _one_and_two_processes(tmp_path, flags)
@@ -76,7 +74,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _flags(tmp_path):
     data = tmp_path / "sms.csv"
-    spam_dataset.make_synthetic_spam_data(n_per_class=30).to_csv(data, index=False)
+    make_synthetic_spam_data(n_per_class=30).to_csv(data, index=False)
     return ["--test-mode", "--data", str(data), "--num-epochs", "2", "--batch-size", "4", "--eval-freq", "3",
             "--eval-iter", "3", "--trainer", "simple", "--lr", "1e-3"]
 

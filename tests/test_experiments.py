@@ -294,12 +294,12 @@ def test_disable_causal_mask_switches_every_attention_layer():
 
 def _cli(tmp_path, name, *flags, rows=None, data=None):
     """Run main() in test mode on a small synthetic CSV; returns (exit code, metrics or None, output folder)."""
-    import spam_dataset
+    from beyond.synthetic_data import make_synthetic_spam_data
 
     if data is None:
         data = tmp_path / "sms.csv"
         if not data.exists():
-            (rows if rows is not None else spam_dataset.make_synthetic_spam_data(n_per_class=30)).to_csv(
+            (rows if rows is not None else make_synthetic_spam_data(n_per_class=30)).to_csv(
                 data, index=False)
     out = tmp_path / name
     code = cli.main(["--test-mode", "--data", str(data), "--data-dir", str(tmp_path / f"data_{name}"),

@@ -111,11 +111,11 @@ def test_logits_match_hugging_face_gpt2(hf_gpt2):
 
 
 def test_logits_match_through_safetensors_loader(hf_gpt2, tmp_path):
-    """The real path: HF save_pretrained -> model.safetensors -> gpt_download's loader -> our model."""
-    import gpt_download
+    """The real path: HF save_pretrained -> model.safetensors -> weight_sources' loader -> our model."""
+    from beyond import weight_sources
 
     hf_gpt2.save_pretrained(tmp_path)
-    settings, params = gpt_download.load_gpt2_params_from_safetensors(tmp_path / "model.safetensors")
+    settings, params = weight_sources.load_gpt2_params_from_safetensors(tmp_path / "model.safetensors")
     assert settings["n_embd"] == SMALL_CFG["emb_dim"] and settings["n_layer"] == SMALL_CFG["n_layers"]
     diff = max_logit_diff(hf_gpt2, params)
     print(f"max abs logit diff vs transformers GPT-2 via safetensors: {diff:.2e}")
@@ -431,9 +431,9 @@ def test_text_to_token_ids_shape_and_allowed_special():
 
 
 def test_round_trip_with_the_gpt2_tokenizer():
-    import gpt_download
+    from beyond.gpt2_tokenizer import get_gpt2_tokenizer
 
-    tokenizer = gpt_download.get_gpt2_tokenizer()
+    tokenizer = get_gpt2_tokenizer()
     ids = text_to_token_ids("Do you have time", tokenizer)
     assert ids.tolist() == [[5211, 345, 423, 640]]
     text = "Every effort moves you<|endoftext|>"

@@ -234,7 +234,7 @@ def tiny_checkpoint(tmp_path):
 
 def test_explain_cli_ranks_the_token_the_model_depends_on(tiny_checkpoint, tmp_path, capsys):
     from beyond import cli
-    from gpt_download import get_gpt2_tokenizer
+    from beyond.gpt2_tokenizer import get_gpt2_tokenizer
 
     key = get_gpt2_tokenizer().decode([KEY_TOKEN])
     figure = tmp_path / "why.png"

@@ -42,6 +42,7 @@ def test_build_model_test_mode_is_tiny_and_offline(monkeypatch):
 
 def test_build_model_pretrained_asks_for_the_download_name(monkeypatch, tmp_path):
     import gpt_download
+    from beyond import weight_sources
 
     calls = []
 
@@ -51,7 +52,7 @@ def test_build_model_pretrained_asks_for_the_download_name(monkeypatch, tmp_path
 
     monkeypatch.delenv("TUTORIAL_TEST_MODE", raising=False)
     monkeypatch.setattr(gpt_download, "download_and_load_gpt2", failing_download)
-    monkeypatch.setattr(gpt_download, "tensorflow_import_error", lambda: None)  # as if TensorFlow imported
+    monkeypatch.setattr(weight_sources, "tensorflow_import_error", lambda: None)  # as if TensorFlow imported
     with pytest.raises(gpt_download.DownloadError):
         model_setup.build_model("gpt2-medium (355M)", "pretrained", models_dir=str(tmp_path))
     assert calls == [("355M", str(tmp_path))]
@@ -61,6 +62,7 @@ def test_build_model_pretrained_asks_for_the_download_name(monkeypatch, tmp_path
 
 def test_weights_format_picks_the_loader_and_falls_back_without_tensorflow(monkeypatch, tmp_path, capsys):
     import gpt_download
+    from beyond import weight_sources
 
     calls = []
 
@@ -72,13 +74,13 @@ def test_weights_format_picks_the_loader_and_falls_back_without_tensorflow(monke
 
     monkeypatch.delenv("TUTORIAL_TEST_MODE", raising=False)
     monkeypatch.setattr(gpt_download, "download_and_load_gpt2", loader("openai"))
-    monkeypatch.setattr(gpt_download, "download_and_load_gpt2_safetensors", loader("safetensors"))
-    monkeypatch.setattr(gpt_download, "tensorflow_import_error", lambda: None)
+    monkeypatch.setattr(weight_sources, "download_and_load_gpt2_safetensors", loader("safetensors"))
+    monkeypatch.setattr(weight_sources, "tensorflow_import_error", lambda: None)
     for weights_format in ("safetensors", "openai"):
         with pytest.raises(gpt_download.DownloadError):
             model_setup.build_model("124M", models_dir=str(tmp_path), weights_format=weights_format)
     assert capsys.readouterr().out == ""
-    monkeypatch.setattr(gpt_download, "tensorflow_import_error",
+    monkeypatch.setattr(weight_sources, "tensorflow_import_error",
                         lambda: "ModuleNotFoundError: No module named 'tensorflow'")
     with pytest.raises(gpt_download.DownloadError):
         model_setup.build_model("124M", models_dir=str(tmp_path))  # openai by default

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-import gpt_download
 import gpt_model
-import spam_dataset
 import train_classifier as tc
 from beyond import checkpoints, cli, fast_trainer, prediction
+from beyond.gpt2_tokenizer import get_gpt2_tokenizer
+from beyond.synthetic_data import make_synthetic_spam_data
 
 from tiny import tiny_classifier
 
@@ -21,7 +21,7 @@ from tiny import tiny_classifier
 @pytest.fixture(scope="module")
 def tokenizer():
 
-    return gpt_download.get_gpt2_tokenizer()
+    return get_gpt2_tokenizer()
 
 
 def test_predict_agrees_with_classify_review(tokenizer):
@@ -108,7 +108,7 @@ import bonus_table  # after the sys.path line: the benchmark's ROWS are the swit
 def sms_csv(tmp_path_factory):
     """A small synthetic data set with messages of different lengths (so padding matters)."""
     path = tmp_path_factory.mktemp("data") / "sms.csv"
-    spam_dataset.make_synthetic_spam_data(n_per_class=40).to_csv(path, index=False)
+    make_synthetic_spam_data(n_per_class=40).to_csv(path, index=False)
     return path
 
 

@@ -189,10 +189,10 @@ def test_classify_review_pads_truncates_and_answers_in_the_chapters_words():
 
 
 def test_classify_review_with_the_real_tokenizer_on_the_tiny_model():
-    import gpt_download
+    from beyond.gpt2_tokenizer import get_gpt2_tokenizer
 
     model = replace_head_and_freeze(tiny_model(), num_classes=2)
-    tokenizer = gpt_download.get_gpt2_tokenizer()
+    tokenizer = get_gpt2_tokenizer()
     answer = tc.classify_review("You are a winner you have been specially selected to receive $1000 cash.",
                                 model, tokenizer, "cpu", max_length=120)
     assert answer in ("spam", "not spam")

@@ -1,5 +1,6 @@
 """Small models and stand-ins shared by the tests (imported as `from tiny import ...`)."""
 
+import numpy as np
 import torch
 
 import gpt_model
@@ -29,3 +30,61 @@ class TableLogits(torch.nn.Module):
 
     def forward(self, ids):
         return self.table[ids]  # [b, t, classes]
+
+
+# --- tiny GPT-2 weights in the chapter's params layout (what download_and_load_gpt2 returns) ---
+
+TINY_SETTINGS = {"n_vocab": 10, "n_ctx": 6, "n_embd": 8, "n_head": 2, "n_layer": 2}
+
+
+def tiny_params(seed=0):
+    """Random weights in the chapter's params layout (numpy, float32)."""
+    rng = np.random.default_rng(seed)
+    E = TINY_SETTINGS["n_embd"]
+
+    def r(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    return {"wte": r(TINY_SETTINGS["n_vocab"], E), "wpe": r(TINY_SETTINGS["n_ctx"], E), "g": r(E), "b": r(E),
+            "blocks": [{"attn": {"c_attn": {"w": r(E, 3 * E), "b": r(3 * E)}, "c_proj": {"w": r(E, E), "b": r(E)}},
+                        "mlp": {"c_fc": {"w": r(E, 4 * E), "b": r(4 * E)}, "c_proj": {"w": r(4 * E, E), "b": r(E)}},
+                        "ln_1": {"g": r(E), "b": r(E)}, "ln_2": {"g": r(E), "b": r(E)}}
+                       for _ in range(TINY_SETTINGS["n_layer"])]}
+
+
+def flatten(params, prefix=""):
+    """Nested params -> {"blocks/0/attn/c_attn/w": array, ...} for comparisons."""
+    out = {}
+    items = enumerate(params) if isinstance(params, list) else params.items()
+    for key, value in items:
+        if isinstance(value, (dict, list)):
+            out.update(flatten(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def assert_same_params(got, want):
+    got, want = flatten(got), flatten(want)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name].shape == want[name].shape, name
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def hf_tensors(params, prefix=""):
+    """The same weights under Hugging Face gpt2 names (Conv1D [in, out]), plus the buffers real files carry."""
+    t = {"wte.weight": params["wte"], "wpe.weight": params["wpe"],
+         "ln_f.weight": params["g"], "ln_f.bias": params["b"]}
+    n = TINY_SETTINGS["n_ctx"]
+    for i, blk in enumerate(params["blocks"]):
+        for hf, ours in [("attn.c_attn", blk["attn"]["c_attn"]), ("attn.c_proj", blk["attn"]["c_proj"]),
+                         ("mlp.c_fc", blk["mlp"]["c_fc"]), ("mlp.c_proj", blk["mlp"]["c_proj"])]:
+            t[f"h.{i}.{hf}.weight"], t[f"h.{i}.{hf}.bias"] = ours["w"], ours["b"]
+        for ln in ("ln_1", "ln_2"):
+            t[f"h.{i}.{ln}.weight"], t[f"h.{i}.{ln}.bias"] = blk[ln]["g"], blk[ln]["b"]
+        t[f"h.{i}.attn.bias"] = np.tril(np.ones((n, n), dtype=np.float32))[None, None]
+        t[f"h.{i}.attn.masked_bias"] = np.array(-1e4, dtype=np.float32)
+    t = {prefix + k: np.ascontiguousarray(v) for k, v in t.items()}
+    t["lm_head.weight"] = np.ascontiguousarray(params["wte"])
+    return t
