@@ -279,10 +279,12 @@ def test_lora_classifier_trains_and_wraps_its_new_head_as_the_bonus():
     assert experiments.lora_settings(scaled)["lora_scaling"] == "alpha_over_rank"
 
 
-def test_help_says_how_lora_is_scaled():
-    text = cli.build_arg_parser().format_help()
+def test_help_says_how_lora_is_scaled(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
     assert "--lora-scaling" in text and "alpha_over_rank" in text
-    args = cli.build_arg_parser().parse_args(["--trainable-layers", "lora"])
+    args = cli.parse_args(["--trainable-layers", "lora"])
     assert args.lora_scaling == "alpha"
 
 

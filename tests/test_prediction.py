@@ -86,13 +86,13 @@ def test_predict_command_line(tmp_path, capsys):
     _save_tiny(tmp_path / "classifier.pt", model)
     messages = tmp_path / "messages.txt"
     messages.write_text("first message\n\nsecond one\n", encoding="utf-8")
-    assert cli.predict_main(["--checkpoint", str(tmp_path), "quoted message", "--file", str(messages)]) == 0
+    assert cli.main(["predict", "--checkpoint", str(tmp_path), "quoted message", "--file", str(messages)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[2] for line in lines] == ["quoted message", "first message", "second one"]
     assert all(line.split("\t")[0] in ("ham", "spam") and 0.5 <= float(line.split("\t")[1]) <= 1 for line in lines)
-    assert cli.predict_main(["--checkpoint", str(tmp_path / "missing"), "hi"]) == 1
+    assert cli.main(["predict", "--checkpoint", str(tmp_path / "missing"), "hi"]) == 1
     assert "classifier" in capsys.readouterr().err
-    assert cli.predict_main(["--checkpoint", str(tmp_path)]) == 1
+    assert cli.main(["predict", "--checkpoint", str(tmp_path)]) == 1
     assert cli.main(["predict", "--checkpoint", str(tmp_path), "via main"]) == 0  # the CLI's subcommand
     assert capsys.readouterr().out.strip().endswith("\tvia main")
 
