@@ -34,7 +34,7 @@ from beyond.fast_trainer import (
     why_not_fast,
 )
 from beyond.metrics import classification_metrics, format_metrics_table, plot_confusion_matrix, predict_labels
-from beyond.model_setup import WEIGHTS_FORMATS, build_model, is_test_mode, threads_for_test_mode
+from beyond.model_setup import WEIGHTS_FORMATS, build_model_with_base, is_test_mode, threads_for_test_mode
 from gpt_download import atomic_write
 from train_classifier import TRAINABLE_LAYERS, TRAINABLE_TOKEN_POSITIONS, plot_values, train_classifier_simple
 
@@ -263,7 +263,7 @@ def _run_training(args):
     _check_numbers(args)
     test_mode = is_test_mode(args.test_mode)
     _rank, world_size, device = setup_distributed(args.device)  # torchrun; a plain run: (0, 1, device)
-    splits, tokenizer, model, cfg = _data_and_model(args, test_mode)
+    splits, tokenizer, model, cfg, base = _data_and_model(args, test_mode)
     seconds = {"start_up_data_and_model": time.time() - start}  # where the time outside training goes
     model_desc = "tiny random GPT (test mode)" if test_mode else f"{args.model_size}, {args.weights} weights"
     print(f"Model: {model_desc} | device: {device}")
@@ -298,21 +298,21 @@ def _run_training(args):
                     label_names=label_names, max_length=max_length, per_batch_padding=per_batch_padding,
                     config=dict(cfg))
     if is_main_process():  # under torchrun only rank 0 writes
-        _write_run_outputs(args, model, cfg, metrics, settings, start)
+        _write_run_outputs(args, model, cfg, base, metrics, settings, start)
     return metrics
 
 
 def _data_and_model(args, test_mode):
-    """(splits, tokenizer, model, cfg): data first, so a bad --data fails before a 500 MB download."""
+    """(splits, tokenizer, model, cfg, base record): data first, so a bad --data fails before a 500 MB download."""
     rank0_first("start")  # torchrun: rank 0 downloads and writes the splits first, the others then read them
     splits = spam_dataset.prepare_spam_splits(args.data, args.data_dir, offline=test_mode,
                                               text_column=args.text_column, label_column=args.label_column,
                                               encoding=args.encoding, balance=args.balance)
     tokenizer = gpt_download.get_gpt2_tokenizer(args.models_dir)
-    model, cfg = build_model(args.model_size, args.weights, args.models_dir, test_mode=test_mode,
-                             weights_format=args.weights_format, seed=args.seed)
+    model, cfg, base = build_model_with_base(args.model_size, args.weights, args.models_dir, test_mode=test_mode,
+                                             weights_format=args.weights_format, seed=args.seed)
     rank0_first("end")
-    return splits, tokenizer, model, cfg
+    return splits, tokenizer, model, cfg, base
 
 
 def _data_loaders(args, splits, tokenizer, cfg):
@@ -387,7 +387,7 @@ def _final_metrics(args, trainer, model, loaders, device, label_names):
     return accuracies, classification
 
 
-def _write_run_outputs(args, model, cfg, metrics, settings, start):
+def _write_run_outputs(args, model, cfg, base, metrics, settings, start):
     """classifier.pt, the loss, accuracy and confusion-matrix plots, and metrics.json: all of them, or none."""
     def plot(values_a, values_b, label):
         # x positions as in the chapter: evaluations spread evenly over the epochs and the examples seen
@@ -405,7 +405,7 @@ def _write_run_outputs(args, model, cfg, metrics, settings, start):
                  "disable_causal_mask": args.disable_causal_mask}
         save_classifier(tmp, model, cfg, settings["label_names"], settings["max_length"], extra,
                         model_size=None if settings["test_mode"] else args.model_size,
-                        trainable_layers=args.trainable_layers, padded=not args.no_padding,
+                        trainable_layers=args.trainable_layers, padded=not args.no_padding, base=base,
                         full=args.full_checkpoint)
 
     def write_metrics(tmp):
