@@ -22,6 +22,7 @@ from beyond.distributed import (
     distribute_training,
     distributed_environment,
     is_main_process,
+    printing_on_rank0_only,
     rank0_first,
     setup_distributed,
 )
@@ -251,7 +252,7 @@ def _write_outputs(output_dir, writers):
 def run_train(args):
     """The whole training run: data, model, training, accuracies, outputs; returns the metrics dict."""
     try:
-        with threads_for_test_mode(args.test_mode):
+        with threads_for_test_mode(args.test_mode), printing_on_rank0_only():  # under torchrun: one log
             return _run_training(args)
     finally:
         cleanup_distributed()  # also after an error, so no process waits for the others

@@ -275,7 +275,7 @@ def test_predict_command_reads_the_chapters_file_with_labels_and_length(tmp_path
 
 
 def test_the_base_record_is_passed_not_bolted_onto_the_model(tmp_path):
-    base_model, base = tiny_base()
+    base_model, _base = tiny_base()
     assert not hasattr(base_model, "base_weights")  # nothing for another module to find on the model
     model = _perturb(experiments.setup_classifier(base_model, 2))
     checkpoints.save_classifier(tmp_path / "no_base.pt", model, gpt_model.TINY_CONFIG)  # no base given: full
