@@ -1,4 +1,4 @@
-"""Using a trained classifier: predict, classify_reviews_fast and the predict command agree with classify_review."""
+"""Using a trained classifier: class_probabilities, predict and the predict command agree with classify_review."""
 
 
 import json
@@ -13,7 +13,7 @@ import gpt_download
 import gpt_model
 import spam_dataset
 import train_classifier as tc
-from beyond import checkpoints, cli, fast_trainer, prediction
+from beyond import checkpoints, cli, prediction
 
 from tiny import tiny_classifier
 
@@ -47,15 +47,14 @@ class PlainTokenizer:
         return [ord(c) % 1000 for c in text]
 
 
-def test_classify_review_predict_and_classify_reviews_fast_encode_alike():
+def test_classify_review_and_predict_encode_alike():
     model = tiny_classifier(seed=3)
     texts = ["win a prize now", "lunch?", "x" * 40, "<|endoftext|> is text here"]
     for max_length in (8, 16, None):
         one_by_one = [tc.classify_review(t, model, PlainTokenizer(), "cpu", max_length) for t in texts]
-        batched = fast_trainer.classify_reviews_fast(texts, model, PlainTokenizer(), "cpu", max_length, batch_size=3)
         predicted = prediction.predict(texts, model, PlainTokenizer(), "cpu", max_length,
                                label_names=("not spam", "spam"))  # no TypeError: the same fallback
-        assert batched == one_by_one == [label for label, _ in predicted], max_length
+        assert one_by_one == [label for label, _ in predicted], max_length
     # truncated to min(max_length, context_length), padded to it when max_length is given
     assert prediction.encode_for_classifier("abcdef", PlainTokenizer(), 4) == [97, 98, 99, 100]
     assert prediction.encode_for_classifier("ab", PlainTokenizer(), 1024, max_length=4, pad_token_id=7) == [97, 98, 7, 7]
@@ -142,3 +141,55 @@ def test_no_padding_classifier_reads_the_last_real_token(tmp_path, tokenizer):
     assert torch.allclose(unpadded, alone)
     padded = prediction.class_probabilities(texts, model, tokenizer, "cpu", max_length=30)
     assert not torch.allclose(padded, alone)  # the pad token's output is another number
+
+
+# --- issue 18: one batched P(spam) function for every caller, with the numbers of the whole model ---
+
+def whole_model_probabilities(rows, model, token_pos="last", average_embeddings=False):
+    """The reference: each encoded row alone through the whole model, read as the chapter reads it."""
+    out = []
+    with torch.no_grad():
+        for row in rows:
+            batch = torch.tensor([row])
+            logits = tc.select_token_logits(model.eval()(batch), batch, token_pos, 50256, average_embeddings)
+            out.append(torch.softmax(logits, dim=-1)[0])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("max_length, token_pos, average, causal", [
+    (24, "last", False, True), (None, "last", False, True), (24, "flexible", False, True),
+    (24, "first", False, True), (24, "last", True, True), (24, "first", False, False),
+    (24, "flexible", False, False)])
+def test_class_probabilities_equal_the_whole_model_for_every_setting(max_length, token_pos, average, causal):
+    from beyond import experiments
+
+    model = tiny_classifier(seed=4)
+    if not causal:  # without the causal mask every token sees the padding: nothing may be cut
+        experiments.setup_classifier(model, 2, disable_causal_mask=True)
+    texts = ["win cash now!!", "see you at 8", "", "URGENT: claim your prize " * 3, "ok", "free entry"] * 2
+    rows = [prediction.encode_for_classifier(t, PlainTokenizer(), 1024, max_length) or [50256] for t in texts]
+    expected = whole_model_probabilities(rows, model, token_pos, average)
+    got = prediction.class_probabilities(texts, model, PlainTokenizer(), "cpu", max_length, batch_size=4,
+                                         trainable_token_pos=token_pos, average_embeddings=average)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    from_ids = prediction.class_probabilities(rows, model, trainable_token_pos=token_pos, average_embeddings=average)
+    torch.testing.assert_close(from_ids, expected, atol=1e-6, rtol=0)
+    bf16 = prediction.class_probabilities(texts, model, PlainTokenizer(), "cpu", max_length, precision="bf16",
+                                          trainable_token_pos=token_pos, average_embeddings=average)
+    torch.testing.assert_close(bf16, expected, atol=3e-2, rtol=0)
+
+
+def test_every_caller_gets_its_p_spam_from_class_probabilities(tmp_path, tokenizer):
+    from beyond import attacks, look_inside
+
+    model = tiny_classifier(seed=5)
+    texts = ["You won a prize, call now", "lunch at noon?", "free entry!!"]
+    rows = [prediction.encode_for_classifier(t, tokenizer, 1024, 12) for t in texts]
+    expected = whole_model_probabilities(rows, model)[:, 1]
+    assert attacks.gpt2_score_fn(model, tokenizer, "cpu", 12)(texts) == pytest.approx(expected.tolist(), abs=1e-6)
+    assert look_inside.spam_probabilities(model, rows) == pytest.approx(expected.tolist(), abs=1e-6)
+    assert look_inside.explain(texts[0], model, tokenizer, max_length=12)["p_spam"] == pytest.approx(
+        float(expected[0]), abs=1e-6)
+    _save_tiny(tmp_path / "classifier.pt", model)
+    saved = prediction.predict_from_checkpoint(tmp_path, texts, tokenizer=tokenizer)
+    assert [p if label == "spam" else 1 - p for label, p in saved] == pytest.approx(expected.tolist(), abs=1e-6)
