@@ -397,8 +397,14 @@ def _write_run_outputs(args, model, cfg, base, metrics, settings, start):
         return lambda tmp: plot_values(epochs, seen, values_a, values_b, label=label).savefig(tmp, format="png")
 
     def plot_test_confusion_matrix(tmp):
-        plot_confusion_matrix(metrics["classification_metrics"]["test"]["confusion_matrix"],
-                              settings["label_names"], title="Test confusion matrix").savefig(tmp, format="png")
+        import matplotlib.pyplot as plt
+
+        fig = plot_confusion_matrix(metrics["classification_metrics"]["test"]["confusion_matrix"],
+                                    settings["label_names"], title="Test confusion matrix")
+        try:
+            fig.savefig(tmp, format="png")
+        finally:
+            plt.close(fig)  # the run keeps no open figures
 
     def save(tmp):
         extra = {"trainable_token_pos": args.trainable_token_pos, "lora_rank": args.lora_rank,
