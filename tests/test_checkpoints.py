@@ -3,6 +3,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -280,3 +281,16 @@ def test_the_base_record_is_passed_not_bolted_onto_the_model(tmp_path):
     model = _perturb(experiments.setup_classifier(base_model, 2))
     checkpoints.save_classifier(tmp_path / "no_base.pt", model, gpt_model.TINY_CONFIG)  # no base given: full
     assert torch.load(tmp_path / "no_base.pt", weights_only=True)["base"] is None
+
+
+def test_a_small_classifier_saved_before_the_base_record_was_passed_still_loads_and_answers_alike():
+    # written by `train_classifier.py --test-mode --data synthetic --num-epochs 1 --batch-size 4` at commit 6b3a3d6,
+    # when build_model still put the base record on the model; its answers then, to the last printed digit
+    path = Path(__file__).parent / "fixtures" / "small_classifier_saved_before_issue_18.pt"
+    assert torch.load(path, weights_only=True)["base"]["kind"] == "random"  # a small file: its base is rebuilt
+    from beyond import prediction
+
+    answers = prediction.predict_from_checkpoint(path, ["WIN a free prize now", "see you at lunch", ""])
+    assert [label for label, _ in answers] == ["ham", "ham", "ham"]
+    assert [p for _, p in answers] == pytest.approx([0.5843169093132019, 0.5848007798194885, 0.5781935453414917],
+                                                    abs=1e-6)
