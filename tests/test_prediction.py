@@ -193,3 +193,16 @@ def test_every_caller_gets_its_p_spam_from_class_probabilities(tmp_path, tokeniz
     _save_tiny(tmp_path / "classifier.pt", model)
     saved = prediction.predict_from_checkpoint(tmp_path, texts, tokenizer=tokenizer)
     assert [p if label == "spam" else 1 - p for label, p in saved] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_the_trainer_imports_neither_prediction_nor_saved_classifiers():
+    import subprocess
+
+    code = ("import sys, beyond.fast_trainer, beyond.metrics, beyond.checkpoints\n"
+            "print(sorted(m for m in sys.modules if m in ('beyond.prediction', 'beyond.look_inside', 'beyond.cli')))")
+    trainer = subprocess.run([sys.executable, "-c", code.replace(", beyond.checkpoints", "")], check=True,
+                             capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=120)
+    assert trainer.stdout.strip() == "[]"
+    files = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                           cwd=Path(__file__).parents[1], timeout=120)
+    assert files.stdout.strip() == "[]"  # saved classifiers sit below prediction, which uses them
