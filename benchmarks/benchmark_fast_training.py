@@ -232,11 +232,11 @@ def optimizer_description(optimizer):
 
 
 def run_classify(n, workdir):
-    """classify_review one message at a time, prediction.predict, and class_probabilities_fast (fp32, bf16)."""
+    """classify_review one message at a time, prediction.predict, and prediction.class_probabilities in bf16."""
     import pandas as pd
 
     import train_classifier as tc
-    from beyond import fast_trainer, prediction
+    from beyond import prediction
 
     model, _, loaders, tokenizer, splits = setup(False, workdir)
     texts = pd.concat([pd.read_csv(splits[name]) for name in ("test", "validation", "train")])["Text"]
@@ -256,11 +256,10 @@ def run_classify(n, workdir):
         texts, model, tokenizer, "cpu", max_length=max_length, label_names=("not spam", "spam")))
     out["agree"]["prediction.predict (batches of 32), fp32"] = sum(
         a == b for a, (b, _) in zip(reference, predicted))
-    for precision in ("fp32", "bf16"):
-        name = f"class_probabilities_fast (by length), {precision}"
-        labels = timed(name, lambda p=precision: fast_trainer.classify_reviews_fast(
-            texts, model, tokenizer, "cpu", max_length=max_length, precision=p))
-        out["agree"][name] = sum(a == b for a, b in zip(reference, labels))
+    name = "prediction.class_probabilities (batches of 32), bf16"
+    labels = timed(name, lambda: ["spam" if i == 1 else "not spam" for i in prediction.class_probabilities(
+        texts, model, tokenizer, "cpu", max_length=max_length, precision="bf16").argmax(dim=-1).tolist()])
+    out["agree"][name] = sum(a == b for a, b in zip(reference, labels))
     out["peak_mb"] = peak_memory_mb()
     return out
 

@@ -17,12 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from beyond.checkpoints import load_classifier, save_classifier  # after the sys.path line
 from beyond.experiments import setup_classifier
-from beyond.model_setup import build_model
+from beyond.model_setup import build_model_with_base
 
 
 def measure(trainable_layers, folder):
     """(small MB, full MB, save/load seconds) for one classifier whose trainable weights were changed."""
-    model, cfg = build_model("gpt2-small (124M)", "random", seed=123)
+    model, cfg, base = build_model_with_base("gpt2-small (124M)", "random", seed=123)
     setup_classifier(model, 2, trainable_layers)
     with torch.no_grad():  # stand-in for training: every trainable weight changes
         for p in model.parameters():
@@ -35,7 +35,7 @@ def measure(trainable_layers, folder):
     for name, full in (("small", False), ("full", True)):
         path = Path(folder) / f"{trainable_layers}-{name}.pt"
         start = time.time()
-        save_classifier(path, model, cfg, full=full)
+        save_classifier(path, model, cfg, base=base, full=full)
         loaded, _ = load_classifier(path)
         with torch.no_grad():
             assert torch.equal(loaded(ids), expected), f"{name} checkpoint gave other logits"

@@ -10,12 +10,12 @@ extrapolates to the chapter's full job: 5 epochs of batch 8, evaluation every 50
 accuracies on 5 batches, then full train/validation/test accuracies.
 
 On a shared machine the absolute times move with the load, so it also gives each job relative to the chapter's
-settings measured in the same run, and that ratio times the README's measured 883 s for the chapter's settings.
+settings measured in the same run, and that ratio times the measured 883 s in benchmarks/README.md for the chapter's settings.
 The fast trainer does not help much in either exercise: in 6.2 nothing is frozen, so it runs the chapter's loop;
 in 6.1 its 2 GiB cache holds only about two thirds of the training messages at 1024 tokens, and a batch with
 one message missing from the cache runs the frozen blocks on the whole batch.
 """
-README_CHAPTER_SECONDS = 883  # the README's performance table: the chapter's loop, chapter settings, this machine
+README_CHAPTER_SECONDS = 883  # benchmarks/README.md's table: the chapter's loop, chapter settings, this machine
 
 import argparse
 import os
@@ -93,7 +93,7 @@ def main():
         sys.exit(f"{SMS_ZIP} not found: place the SMS Spam Collection zip there (see README).")
     print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
     print("| run | tokens | s / step | s / eval batch | full job, extrapolated (at this load) | relative "
-          f"| scaled to the README's {README_CHAPTER_SECONDS} s |")
+          f"| scaled to benchmarks/README.md's {README_CHAPTER_SECONDS} s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     reference = None
     for name, (max_length, trainable_layers) in RUNS.items():

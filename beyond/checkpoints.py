@@ -33,19 +33,18 @@ def _base_key(key):
 
 
 def save_classifier(path, model, cfg, label_names=("not spam", "spam"), max_length=None, extra=None, *,
-                    model_size=None, trainable_layers="last_block", padded=True, full=False):
+                    model_size=None, trainable_layers="last_block", padded=True, base=None, full=False):
     """Write the classifier to path (a plain dict, loadable with weights_only=True); returns the path.
 
     Structure (LoRA, the causal mask) is read off the model. padded=False: it was trained without padding, so
-    predictions must not pad. full=True, or a model whose base cannot be rebuilt (no model.base_weights, as
-    build_model records it), stores every weight; otherwise only the tensors that differ from the base.
+    predictions must not pad. base (the record build_model_with_base returns): store only the tensors that differ
+    from the base; without it, or with full=True, every weight is stored.
     """
     num_classes = model.out_head.out_features
     if len(label_names) != num_classes:
         raise ValueError(f"{len(label_names)} label names were given for a head with {num_classes} classes; "
                          "pass one name per class.")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # CPU: loads on any machine
-    base = getattr(model, "base_weights", None)
     base_record = None
     if not full and base is not None:
         fingerprints = base["tensor_sha256"]
@@ -178,8 +177,11 @@ def load_classifier(path, device="cpu", *, model=None, cfg=None, num_classes=Non
     base = checkpoint.get("base")
     known = {}  # fingerprints of base tensors already computed (a caller's model may have changed since: none)
     if model is None:
-        model = gpt_model.GPTModel(saved_cfg) if base is None else rebuild_base(base, models_dir)
-        known = (getattr(model, "base_weights", None) or {}).get("tensor_sha256", {})
+        if base is None:
+            model = gpt_model.GPTModel(saved_cfg)
+        else:
+            model, rebuilt = rebuild_base(base, models_dir)
+            known = rebuilt["tensor_sha256"]
         model.out_head = torch.nn.Linear(saved_cfg["emb_dim"], saved_classes)
         # The bonus experiments' switches change the model's structure (LoRA, no causal mask): rebuild it first.
         rebuild_classifier_switches(model, checkpoint)

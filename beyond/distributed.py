@@ -4,8 +4,8 @@
 gradients of its share of every global batch, so the updates are those of one process with the whole batch.
 """
 
+import contextlib
 import os
-import sys
 
 import torch
 import torch.distributed as dist
@@ -20,10 +20,7 @@ def distributed_environment():
 
 
 def setup_distributed(device="auto"):
-    """Join torchrun's process group (gloo on CPU, NCCL on CUDA) when WORLD_SIZE > 1; returns (rank, world, device).
-
-    Processes other than rank 0 stop printing (their stdout goes to os.devnull); errors still show on stderr.
-    """
+    """Join torchrun's process group (gloo on CPU, NCCL on CUDA) when WORLD_SIZE > 1; returns (rank, world, device)."""
     device = resolve_device(device) if isinstance(device, str) else device
     rank, world_size, local_rank = distributed_environment()
     if world_size == 1:
@@ -38,9 +35,17 @@ def setup_distributed(device="auto"):
         raise ValueError(f"Several processes run on CUDA or the CPU, not on {device.type}; pass --device cpu.")
     if not dist.is_initialized():
         dist.init_process_group(backend)
-    if rank != 0:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- one progress printout (rank 0's), not N
     return rank, world_size, device
+
+
+@contextlib.contextmanager
+def printing_on_rank0_only():
+    """Inside the block only rank 0 prints (one progress log, not N copies); errors still show on every stderr."""
+    if distributed_environment()[0] == 0:
+        yield
+        return
+    with open(os.devnull, "w", encoding="utf-8") as devnull, contextlib.redirect_stdout(devnull):
+        yield
 
 
 def rank0_first(stage):

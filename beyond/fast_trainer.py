@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 import gpt_model
-from beyond import metrics, prediction
-from beyond.activation_cache import ActivationCache, autocast_for, bf16_copy, message_key, release_cache
+from beyond import metrics
+from beyond.activation_cache import ActivationCache, autocast_for, message_key, release_cache
 from beyond.bonus_training import TRAINABLE_TOKEN_POSITIONS, read_positions, train_classifier_simple
 from beyond.experiments import LinearWithLoRA
 
@@ -305,50 +305,3 @@ def _fast_loop(model, cache, train_loader, val_loader, optimizer, device, num_ep
         train_accs.append(train_accuracy)
         val_accs.append(val_accuracy)
     return train_losses, val_losses, train_accs, val_accs, examples_seen
-
-
-def class_probabilities_fast(texts, model, tokenizer, device, max_length=None, pad_token_id=50256, *,
-                             trainable_token_pos="last", batch_size=32, precision="fp32"):
-    """prediction.class_probabilities' numbers [n, classes], batched by length, last block only where read.
-
-    Sorted by length, a batch holds messages of about one size, so little padding is computed; causal
-    attention makes a message's numbers independent of what follows it. bf16: the blocks below the last in
-    bf16 (weights cast once), the rest under autocast.
-    """
-    model.eval()
-    rows = [torch.tensor(prediction.encode_for_classifier(text, tokenizer, model.pos_emb.weight.shape[0],
-                                                          max_length, pad_token_id) or [pad_token_id])
-            for text in texts]  # the same ids classify_review builds, padding included (empty text: one pad)
-    if trainable_token_pos == "last":  # "last" without max_length: each message its own last token
-        pos = [len(row) - 1 for row in rows]
-    else:
-        pos = [int(read_positions(row[None], trainable_token_pos, pad_token_id)[0]) for row in rows]
-    blocks = model.trf_blocks[:-1]
-    blocks = bf16_copy(blocks) if precision == "bf16" else blocks
-    order = sorted(range(len(rows)), key=lambda i: pos[i])
-    out = torch.zeros(len(rows), model.out_head.out_features)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start: start + batch_size]
-        ids = torch.full((len(chunk), max(pos[i] for i in chunk) + 1), pad_token_id, dtype=torch.long)
-        for k, i in enumerate(chunk):  # causal: nothing after the read position matters
-            ids[k, : pos[i] + 1] = rows[i][: pos[i] + 1]
-        with torch.inference_mode(), autocast_for(precision, device):
-            ids = ids.to(device)
-            x = blocks(model.tok_emb(ids) + model.pos_emb(torch.arange(ids.shape[1], device=device)))
-            x = _last_block_at(model.trf_blocks[-1], x, torch.tensor([pos[i] for i in chunk]))
-            out[chunk] = torch.softmax(model.out_head(model.final_norm(x)).float(), dim=-1).cpu()
-    return out
-
-
-def classify_reviews_fast(texts, model, tokenizer, device, max_length=None, pad_token_id=50256, *,
-                          trainable_token_pos="last", batch_size=32, precision="fp32"):
-    """classify_review's answers for many messages ("spam" / "not spam"), from class_probabilities_fast."""
-    if _why_not_standard_gpt(model):  # the whole model, as prediction runs it
-        probabilities = prediction.class_probabilities(texts, model, tokenizer, device, max_length,
-                                                       trainable_token_pos=trainable_token_pos,
-                                                       pad_token_id=pad_token_id, batch_size=batch_size)
-    else:
-        probabilities = class_probabilities_fast(texts, model, tokenizer, device, max_length, pad_token_id,
-                                                 trainable_token_pos=trainable_token_pos, batch_size=batch_size,
-                                                 precision=precision)
-    return ["spam" if label == 1 else "not spam" for label in probabilities.argmax(dim=-1).tolist()]

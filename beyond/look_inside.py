@@ -15,7 +15,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
 from beyond.bonus_training import read_positions, select_token_logits
-from beyond.prediction import encode_for_classifier
+from beyond.prediction import class_probabilities, encode_for_classifier
 
 PAD_TOKEN_ID = 50256  # GPT-2's <|endoftext|>, the chapter's padding token
 SPAM = 1
@@ -45,23 +45,9 @@ def token_strings(ids, tokenizer):
 
 def spam_probabilities(model, rows, *, trainable_token_pos="last", pad_token_id=PAD_TOKEN_ID,
                        average_embeddings=False, batch_size=32):
-    """P(spam) for each id list in rows; rows of equal length share a batch, so no extra padding changes a score."""
-    device = next(model.parameters()).device
-    result = [0.0] * len(rows)
-    by_length = {}
-    for i, row in enumerate(rows):
-        by_length.setdefault(len(row), []).append(i)
-    model.eval()
-    with torch.no_grad():
-        for indices in by_length.values():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start:start + batch_size]
-                batch = torch.tensor([rows[i] for i in chunk], device=device)
-                logits = select_token_logits(model(batch), batch, trainable_token_pos, pad_token_id, average_embeddings)
-                probs = torch.softmax(logits.float(), dim=-1)[:, SPAM].tolist()
-                for i, p in zip(chunk, probs):
-                    result[i] = p
-    return result
+    """P(spam) for each id list in rows (prediction.class_probabilities: rows of equal length share a batch)."""
+    return class_probabilities(rows, model, trainable_token_pos=trainable_token_pos, pad_token_id=pad_token_id,
+                               average_embeddings=average_embeddings, batch_size=batch_size)[:, SPAM].tolist()
 
 
 # ---------------------------------------------------------------------------------------------------------

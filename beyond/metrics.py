@@ -1,4 +1,4 @@
-"""Metrics beyond the chapter's accuracy: predictions, the confusion matrix, precision, recall and F1."""
+"""Metrics beyond the chapter's accuracy: predictions, then scikit-learn's confusion matrix, precision, recall, F1."""
 
 import torch
 
@@ -26,39 +26,40 @@ def predict_labels(model, data_loader, device, num_batches=None, *, trainable_to
 
 def confusion_matrix_from_predictions(targets, predictions, num_classes=2):
     """matrix[true][predicted] counts as a list of lists (rows: true class, columns: predicted class)."""
-    matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    index = torch.as_tensor(targets).long() * num_classes + torch.as_tensor(predictions).long()
-    matrix.view(-1).add_(torch.bincount(index, minlength=num_classes * num_classes))
-    return matrix.tolist()
+    from sklearn.metrics import confusion_matrix  # here: scikit-learn takes a second to import
+
+    return confusion_matrix(_ints(targets), _ints(predictions), labels=list(range(num_classes))).tolist()
 
 
-def metrics_from_confusion_matrix(matrix, positive_class=1):
-    """Accuracy, per-class precision/recall/F1 and (binary) the positive class's, from a confusion matrix."""
-    num_classes = len(matrix)
-    total = sum(sum(row) for row in matrix)
-    correct = sum(matrix[i][i] for i in range(num_classes))
-    per_class = []
-    for c in range(num_classes):
-        true_pos = matrix[c][c]
-        predicted = sum(matrix[r][c] for r in range(num_classes))
-        actual = sum(matrix[c])
-        precision = true_pos / predicted if predicted else 0.0  # no prediction of c: 0 by convention
-        recall = true_pos / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class.append({"precision": precision, "recall": recall, "f1": f1, "support": actual})
-    result = {"accuracy": correct / total if total else 0.0, "num_examples": total,
-              "confusion_matrix": [list(row) for row in matrix], "per_class": per_class,
-              "macro_f1": sum(p["f1"] for p in per_class) / num_classes}
+def classification_metrics(targets, predictions, num_classes=2, positive_class=1):
+    """Accuracy, precision/recall/F1 (of the spam class when binary, per class always), the confusion matrix."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    targets, predictions, classes = _ints(targets), _ints(predictions), list(range(num_classes))
+    matrix = confusion_matrix_from_predictions(targets, predictions, num_classes)
+    # a class never predicted (or never present) has precision (recall) 0 by convention, without a warning
+    precision, recall, f1, support = precision_recall_fscore_support(targets, predictions, labels=classes,
+                                                                     zero_division=0)
+    per_class = [{"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+                 for p, r, f, n in zip(precision, recall, f1, support)]
+    total = len(targets)
+    result = {"accuracy": sum(matrix[c][c] for c in classes) / total if total else 0.0, "num_examples": total,
+              "confusion_matrix": matrix, "per_class": per_class, "macro_f1": float(sum(f1) / num_classes)}
     if num_classes == 2:
         result.update({k: per_class[positive_class][k] for k in ("precision", "recall", "f1")})
         result["positive_class"] = positive_class
     return result
 
 
-def classification_metrics(targets, predictions, num_classes=2, positive_class=1):
-    """Accuracy, precision/recall/F1 (of the spam class when binary, per class always), the confusion matrix."""
-    matrix = confusion_matrix_from_predictions(targets, predictions, num_classes)
-    return metrics_from_confusion_matrix(matrix, positive_class)
+def metrics_from_confusion_matrix(matrix, positive_class=1):
+    """classification_metrics of the examples a confusion matrix counts (matrix[true][predicted])."""
+    pairs = [(t, p) for t, row in enumerate(matrix) for p, count in enumerate(row) for _ in range(int(count))]
+    return classification_metrics([t for t, _ in pairs], [p for _, p in pairs], len(matrix), positive_class)
+
+
+def _ints(values):
+    """Labels as a plain list of ints (tensors, arrays and lists alike)."""
+    return [int(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
 
 
 def format_metrics_table(metrics_by_split, label_names=None):
@@ -82,21 +83,20 @@ def format_metrics_table(metrics_by_split, label_names=None):
 
 
 def plot_confusion_matrix(matrix, label_names, title="Confusion matrix"):
-    """A heat map of matrix[true][predicted] with the counts written in; returns the Figure."""
-    import matplotlib.pyplot as plt
+    """A heat map of matrix[true][predicted] with the counts written in; returns the (open) Figure.
 
-    fig, ax = plt.subplots(figsize=(1.2 * len(label_names) + 2, 1.2 * len(label_names) + 1.5))
-    image = ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(label_names)), labels=label_names)
-    ax.set_yticks(range(len(label_names)), labels=label_names)
+    In a notebook it shows at the end of the cell or at plt.show(); a script saves it, then plt.close(fig).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = 1.2 * len(label_names)
+    fig, ax = plt.subplots(figsize=(size + 2, size + 1.5))
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=list(label_names)).plot(ax=ax, cmap="Blues",
+                                                                                      values_format="d")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    high = max(max(row) for row in matrix) if matrix else 0
-    for i, row in enumerate(matrix):
-        for j, value in enumerate(row):
-            ax.text(j, i, str(value), ha="center", va="center", color="white" if value > high / 2 else "black")
-    fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    plt.close(fig)  # a notebook shows the returned figure once; scripts keep no open figures
     return fig

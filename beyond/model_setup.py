@@ -55,10 +55,19 @@ def build_model(model_size="gpt2-small (124M)", weights="pretrained", models_dir
 
     weights_format: "openai" reads the chapter's TensorFlow checkpoint (download_and_load_gpt2); "safetensors"
     reads Hugging Face's copy of the same weights; "pytorch" the book's own state_dict files (rasbt/gpt2-from-
-    scratch-pytorch: .pth, or its .safetensors twin when only that is in models_dir); neither needs TensorFlow. seed: when given, torch.manual_seed(seed)
-    first, so random (and test-mode) weights are the same every time; None leaves seeding to the caller.
-    model.base_weights says where the weights came from (None when they cannot be rebuilt: random, no seed), so
-    save_classifier can store only what training changes.
+    scratch-pytorch: .pth, or its .safetensors twin when only that is in models_dir); neither needs TensorFlow.
+    seed: when given, torch.manual_seed(seed) first, so random (and test-mode) weights are the same every time;
+    None leaves seeding to the caller. build_model_with_base also says where the weights came from.
+    """
+    model, cfg, _base = build_model_with_base(model_size, weights, models_dir, test_mode,
+                                              weights_format=weights_format, seed=seed)
+    return model, cfg
+
+
+def build_model_with_base(model_size="gpt2-small (124M)", weights="pretrained", models_dir="gpt2",
+                          test_mode=False, *, weights_format="openai", seed=None):
+    """(model, cfg, base): build_model's, plus a record of where the weights came from, or None when they cannot
+    be rebuilt (random weights without a seed). save_classifier(..., base=base) then stores only what changed.
     """
     if weights not in ("pretrained", "random"):
         raise ValueError(f"Unknown --weights {weights!r}; choose 'pretrained' or 'random'.")
@@ -72,8 +81,7 @@ def build_model(model_size="gpt2-small (124M)", weights="pretrained", models_dir
         cfg = dict(gpt_model.TINY_CONFIG) if is_test_mode(test_mode) else cfg
         model = gpt_model.GPTModel(cfg)
         model.eval()
-        model.base_weights = None if seed is None else _base_record(model, kind="random", seed=seed, config=cfg)
-        return model, cfg
+        return model, cfg, None if seed is None else _base_record(model, kind="random", seed=seed, config=cfg)
     # Download (or find) the weights before building the model: a failed download then costs nothing.
     if weights_format == "openai" and (tf_error := weight_sources.tensorflow_import_error()):
         print(f"TensorFlow does not import ({tf_error}), so OpenAI's checkpoint cannot be read; "
@@ -89,10 +97,8 @@ def build_model(model_size="gpt2-small (124M)", weights="pretrained", models_dir
         _settings, params = load(size, models_dir)
         gpt_model.load_weights_into_gpt(model, params)
     model.eval()
-    model.base_weights = _base_record(model, kind="pretrained", model_size=size, weights_format=weights_format,
-                                      models_dir=os.fspath(models_dir),
-                                      files=_base_files(models_dir, size, weights_format))
-    return model, cfg
+    return model, cfg, _base_record(model, kind="pretrained", model_size=size, weights_format=weights_format,
+                                    models_dir=os.fspath(models_dir), files=_base_files(models_dir, size, weights_format))
 
 
 def _load_book_state_dict(model, size, models_dir):
@@ -141,21 +147,21 @@ def _base_files(models_dir, size, weights_format):
 
 
 def rebuild_base(base, models_dir=None):
-    """The base model a small checkpoint records (random: from its seed and config; else found or downloaded)."""
+    """(model, its base record) for what a small checkpoint records (random: from its seed; else found or downloaded)."""
     if base["kind"] == "random":
         with torch.random.fork_rng(devices=[]):  # the caller's random numbers stay as they were
             torch.manual_seed(base["seed"])
             model = gpt_model.GPTModel(dict(base["config"]))
         model.eval()
-        model.base_weights = _base_record(model, **base)
-        return model
+        return model, _base_record(model, **base)
     models_dir = models_dir or base.get("models_dir") or "gpt2"
-    model, _cfg = build_model(base["model_size"], "pretrained", models_dir, weights_format=base["weights_format"])
-    found, recorded = model.base_weights["files"], base.get("files") or {}
+    model, _cfg, rebuilt = build_model_with_base(base["model_size"], "pretrained", models_dir,
+                                                 weights_format=base["weights_format"])
+    found, recorded = rebuilt["files"], base.get("files") or {}
     for name in sorted(set(found) & set(recorded)):
         if found[name]["sha256"] != recorded[name]["sha256"]:
             raise gpt_download.CheckpointError(
                 f"{Path(models_dir) / base['model_size'] / name} is not the file the classifier was trained on "
                 f"(sha256 {found[name]['sha256'][:12]}..., expected {recorded[name]['sha256'][:12]}...); "
                 "download the GPT-2 weights again or pass --models-dir with the original files.")
-    return model
+    return model, rebuilt

@@ -1,7 +1,12 @@
-"""Using a trained classifier: class probabilities and labels for any messages, from memory or a saved file."""
+"""Using a trained classifier: class probabilities and labels for any messages, from memory or a saved file.
+
+class_probabilities is the one batched way to get P(spam): predict, explain, the attacks, the notebooks and the
+benchmarks all call it.
+"""
 
 import torch
 
+from beyond.activation_cache import autocast_for
 from beyond.bonus_training import saved_average_embeddings, select_token_logits
 from beyond.checkpoints import load_classifier
 from beyond.gpt2_tokenizer import get_gpt2_tokenizer
@@ -21,28 +26,54 @@ def encode_for_classifier(text, tokenizer, context_length, max_length=None, pad_
     return ids
 
 
-def class_probabilities(texts, model, tokenizer, device, max_length=None, *, trainable_token_pos="last",
-                        average_embeddings=False, pad_token_id=50256, batch_size=32, pad=True):
+def class_probabilities(texts, model, tokenizer=None, device=None, max_length=None, *, trainable_token_pos="last",
+                        average_embeddings=False, pad_token_id=50256, batch_size=32, pad=True, precision="fp32"):
     """Softmax over the classes for each message, a float tensor [len(texts), num_classes] on the CPU.
 
-    Each message is encoded as classify_review encodes it. With max_length every message is padded to the same
-    length (as in training), so batches give the same numbers as one message at a time; without it, or with
-    pad=False (a classifier trained without padding), each message runs alone, unpadded.
+    texts: messages, encoded as classify_review encodes them (max_length: cut and padded to it; pad=False, as a
+    classifier trained with --no-padding: cut only), or lists of token ids already encoded. Messages of equal
+    length share a batch, so no padding is added that training did not add. Under the causal mask a token never
+    sees what follows it, so each message runs only up to the token that is read (the same numbers, less work).
+    precision "bf16": under bfloat16 autocast (faster on CPUs with bf16 units, not exact).
     """
     if isinstance(texts, str):
         texts = [texts]
+    plain = getattr(model, "module", model)  # a DDP wrapper or the model
+    device = next(plain.parameters()).device if device is None else device
+    context_length = plain.pos_emb.weight.shape[0]
+    rows = [encode_for_classifier(text, tokenizer, context_length, max_length, pad_token_id, pad=pad)
+            if isinstance(text, str) else list(text) for text in texts]
+    rows = [row or [pad_token_id] for row in rows]  # an empty message still needs one token
+    if not average_embeddings and _reads_causally(plain):
+        rows = [row[:_read_position(row, trainable_token_pos, pad_token_id) + 1] for row in rows]
+    by_length = {}
+    for i, row in enumerate(rows):
+        by_length.setdefault(len(row), []).append(i)
+    out = torch.zeros(len(rows), plain.out_head.out_features)
     model.eval()
-    context_length = getattr(model, "module", model).pos_emb.weight.shape[0]  # a DDP wrapper or the model
-    encoded = [encode_for_classifier(text, tokenizer, context_length, max_length, pad_token_id, pad=pad)
-               or [pad_token_id] for text in texts]  # an empty message still needs one token
-    step = batch_size if max_length is not None and pad else 1
-    chunks = []
-    with torch.no_grad():
-        for start in range(0, len(encoded), step):
-            batch = torch.tensor(encoded[start:start + step], device=device)
-            logits = select_token_logits(model(batch), batch, trainable_token_pos, pad_token_id, average_embeddings)
-            chunks.append(torch.softmax(logits.float(), dim=-1).cpu())
-    return torch.cat(chunks) if chunks else torch.zeros(0, model.out_head.out_features)
+    with torch.no_grad(), autocast_for(precision, device):
+        for indices in by_length.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                batch = torch.tensor([rows[i] for i in chunk], device=device)
+                logits = select_token_logits(model(batch), batch, trainable_token_pos, pad_token_id,
+                                             average_embeddings)
+                out[chunk] = torch.softmax(logits.float(), dim=-1).cpu()
+    return out
+
+
+def _reads_causally(model):
+    """True when a token's output ignores every token after it (the causal mask is on in every block)."""
+    return all(getattr(block.att, "causal", False) for block in model.trf_blocks)
+
+
+def _read_position(ids, trainable_token_pos, pad_token_id):
+    """The position select_token_logits reads in one row of ids."""
+    if trainable_token_pos == "first":
+        return 0
+    if trainable_token_pos == "flexible":  # the last real token, just before the (right) padding
+        return max(sum(1 for i in ids if i != pad_token_id) - 1, 0)
+    return len(ids) - 1  # "last" (an unknown name fails in select_token_logits, naming the choices)
 
 
 def predict(texts, model, tokenizer, device, max_length=None, label_names=("ham", "spam"), pad_token_id=50256,

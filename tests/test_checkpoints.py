@@ -3,6 +3,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,8 +112,9 @@ def test_save_rejects_wrong_number_of_label_names(tmp_path):
 # --- issue 10: a saved classifier comes back as it was built; small files by default, full on request ---
 
 def tiny_base(seed=123):
-    """The test-mode model as build_model gives it (so its base can be rebuilt from the seed)."""
-    return model_setup.build_model(test_mode=True, seed=seed)[0]
+    """(model, base record): the test-mode model as build_model_with_base gives it (rebuilt from the seed)."""
+    model, _cfg, base = model_setup.build_model_with_base(test_mode=True, seed=seed)
+    return model, base
 
 
 def _perturb(model, only_trainable=True):
@@ -152,10 +154,11 @@ def test_a_file_that_does_not_fit_names_the_missing_and_unexpected_keys(tmp_path
 
 
 def test_small_checkpoint_keeps_only_what_training_changed(tmp_path):
-    model = _perturb(experiments.setup_classifier(tiny_base(), 2, "last_block"))
+    base_model, base = tiny_base()
+    model = _perturb(experiments.setup_classifier(base_model, 2, "last_block"))
     small, full = tmp_path / "small.pt", tmp_path / "full.pt"
-    checkpoints.save_classifier(small, model, gpt_model.TINY_CONFIG)
-    checkpoints.save_classifier(full, model, gpt_model.TINY_CONFIG, full=True)
+    checkpoints.save_classifier(small, model, gpt_model.TINY_CONFIG, base=base)
+    checkpoints.save_classifier(full, model, gpt_model.TINY_CONFIG, base=base, full=True)
     saved = torch.load(small, weights_only=True)
     assert set(saved["model_state_dict"]) == {n for n, p in model.named_parameters() if p.requires_grad}
     assert saved["base"]["kind"] == "random" and saved["base"]["seed"] == 123
@@ -169,9 +172,10 @@ def test_small_checkpoint_keeps_only_what_training_changed(tmp_path):
 
 
 def test_small_checkpoint_refuses_other_base_weights(tmp_path):
-    model = _perturb(experiments.setup_classifier(tiny_base(), 2))
+    base_model, base = tiny_base()
+    model = _perturb(experiments.setup_classifier(base_model, 2))
     path = tmp_path / "c.pt"
-    checkpoints.save_classifier(path, model, gpt_model.TINY_CONFIG)
+    checkpoints.save_classifier(path, model, gpt_model.TINY_CONFIG, base=base)
     raw = torch.load(path, weights_only=True)
     raw["base"]["seed"] = 7  # the recorded base no longer rebuilds the weights the classifier was trained on
     torch.save(raw, path)
@@ -180,7 +184,7 @@ def test_small_checkpoint_refuses_other_base_weights(tmp_path):
     assert "\n" not in str(error.value)
     # and loading into a model the caller built checks its base weights the same way
     with pytest.raises(checkpoints.CheckpointError, match="other base weights"):
-        checkpoints.load_classifier(tmp_path / "c.pt", model=experiments.setup_classifier(tiny_base(seed=5), 2))
+        checkpoints.load_classifier(tmp_path / "c.pt", model=experiments.setup_classifier(tiny_base(seed=5)[0], 2))
 
 
 def test_cli_saves_small_checkpoints_unless_full_is_asked_for(tmp_path):
@@ -268,3 +272,24 @@ def test_predict_command_reads_the_chapters_file_with_labels_and_length(tmp_path
                      "spam", "--max-length", "40", "--", "You won a prize"]) == 0
     label, probability, message = capsys.readouterr().out.strip().split("\t")
     assert label in ("ham", "spam") and 0.5 <= float(probability) <= 1 and message == "You won a prize"
+
+
+def test_the_base_record_is_passed_not_bolted_onto_the_model(tmp_path):
+    base_model, _base = tiny_base()
+    assert not hasattr(base_model, "base_weights")  # nothing for another module to find on the model
+    model = _perturb(experiments.setup_classifier(base_model, 2))
+    checkpoints.save_classifier(tmp_path / "no_base.pt", model, gpt_model.TINY_CONFIG)  # no base given: full
+    assert torch.load(tmp_path / "no_base.pt", weights_only=True)["base"] is None
+
+
+def test_a_small_classifier_saved_before_the_base_record_was_passed_still_loads_and_answers_alike():
+    # written by `train_classifier.py --test-mode --data synthetic --num-epochs 1 --batch-size 4` at commit 6b3a3d6,
+    # when build_model still put the base record on the model; its answers then, to the last printed digit
+    path = Path(__file__).parent / "fixtures" / "small_classifier_saved_before_issue_18.pt"
+    assert torch.load(path, weights_only=True)["base"]["kind"] == "random"  # a small file: its base is rebuilt
+    from beyond import prediction
+
+    answers = prediction.predict_from_checkpoint(path, ["WIN a free prize now", "see you at lunch", ""])
+    assert [label for label, _ in answers] == ["ham", "ham", "ham"]
+    assert [p for _, p in answers] == pytest.approx([0.5843169093132019, 0.5848007798194885, 0.5781935453414917],
+                                                    abs=1e-6)

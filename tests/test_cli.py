@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import train_classifier as tc
-from beyond import activation_cache, checkpoints, cli, fast_trainer, metrics
+from beyond import activation_cache, checkpoints, cli, fast_trainer, metrics, train_command
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ZIP = REPO.parent / "shared" / "data" / "sms_spam_collection.zip"
@@ -168,8 +168,8 @@ def interrupt(*args, **kwargs):
 
 
 def test_ctrl_c_during_training_writes_nothing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "train_classifier_simple", interrupt)
-    monkeypatch.setattr(cli, "train_classifier_fast", interrupt, raising=False)
+    monkeypatch.setattr(train_command, "train_classifier_simple", interrupt)
+    monkeypatch.setattr(train_command, "train_classifier_fast", interrupt, raising=False)
     assert cli.main(quick_args(tmp_path)) == 130
     assert "Interrupted" in capsys.readouterr().err
     out_dir = tmp_path / "out"
@@ -189,7 +189,7 @@ def test_ctrl_c_while_writing_outputs_keeps_old_files_and_no_temp_files(tmp_path
         return original(*args, **kwargs)
 
     original = tc.plot_values
-    monkeypatch.setattr(cli, "plot_values", plot_then_interrupt)
+    monkeypatch.setattr(train_command, "plot_values", plot_then_interrupt)
     assert cli.main(quick_args(tmp_path, "--trainer", "simple")) == 130
     assert os.listdir(out_dir) == ["metrics.json"]
     assert (out_dir / "metrics.json").read_text() == '{"old": true}'
@@ -199,10 +199,10 @@ def test_one_place_picks_the_fast_trainer_unless_a_switch_needs_the_chapters_loo
     import gpt_model
 
     def choose(*flags, cfg=gpt_model.TINY_CONFIG):
-        args = cli.build_arg_parser().parse_args(list(flags))
+        args = cli.parse_args(list(flags))
         torch.manual_seed(123)
-        model = cli._setup_classifier(gpt_model.GPTModel(dict(cfg)), args, 2)
-        return cli._choose_trainer(args, model), capsys.readouterr().out
+        model = train_command._setup_classifier(gpt_model.GPTModel(dict(cfg)), args, 2)
+        return train_command._choose_trainer(args, model), capsys.readouterr().out
 
     assert choose() == ("fast", "")
     assert choose("--trainable-token-pos", "flexible") == ("fast", "")
@@ -232,8 +232,8 @@ def test_fast_run_takes_its_final_metrics_from_the_cache(tmp_path, monkeypatch, 
         checked.append((fast, full, tc.calc_accuracy_loader(loader, model, device)))
         return fast
 
-    monkeypatch.setattr(cli, "predict_labels_fast", compare)
-    monkeypatch.setattr(cli, "make_optimizer", lambda *a, **k: optimizers.append(make_optimizer(*a, **k)) or
+    monkeypatch.setattr(train_command, "predict_labels_fast", compare)
+    monkeypatch.setattr(train_command, "make_optimizer", lambda *a, **k: optimizers.append(make_optimizer(*a, **k)) or
                         optimizers[-1])
     assert cli.main(quick_args(tmp_path)) == 0
     result = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -270,8 +270,8 @@ def test_flexible_pads_each_batch_only_to_its_longest_message(tmp_path, monkeypa
         assert runs[trainer]["settings"]["trainer"] == trainer
         assert runs[trainer]["settings"]["per_batch_padding"] is True
     # the chapter's padding for comparison: per-batch padding changes no number, only the work
-    options = cli._loader_options
-    monkeypatch.setattr(cli, "_loader_options", lambda args, cfg: {**options(args, cfg), "per_batch_padding": False})
+    options = train_command._loader_options
+    monkeypatch.setattr(train_command, "_loader_options", lambda args, cfg: {**options(args, cfg), "per_batch_padding": False})
     assert cli.main(quick_args(tmp_path, "--trainable-token-pos", "flexible", "--trainer", "simple",
                               "--output-dir", str(tmp_path / "padded"))) == 0
     padded = json.loads((tmp_path / "padded" / "metrics.json").read_text())
@@ -281,7 +281,7 @@ def test_flexible_pads_each_batch_only_to_its_longest_message(tmp_path, monkeypa
         assert run["train_losses"] == pytest.approx(padded["train_losses"], rel=1e-4)
         assert [run[k] for k in ("train_accuracy", "val_accuracy", "test_accuracy")] == \
             [padded[k] for k in ("train_accuracy", "val_accuracy", "test_accuracy")]
-    monkeypatch.setattr(cli, "_loader_options", options)
+    monkeypatch.setattr(train_command, "_loader_options", options)
     assert cli.main(quick_args(tmp_path, "--trainable-token-pos", "flexible", "--disable-causal-mask")) == 0
     assert padding[-1] is False  # without the causal mask real tokens would see the padding
 
@@ -294,7 +294,7 @@ def test_precision_flag_reaches_the_fast_trainer(tmp_path, monkeypatch, capsys):
         precisions.append(kwargs["precision"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "train_classifier_fast", record)
+    monkeypatch.setattr(train_command, "train_classifier_fast", record)
     assert cli.main(quick_args(tmp_path, "--precision", "bf16")) == 0
     settings = json.loads((tmp_path / "out" / "metrics.json").read_text())["settings"]
     assert precisions == ["bf16"] and settings["precision"] == "bf16" and settings["trainer"] == "fast"
@@ -362,7 +362,7 @@ def test_cache_flags_reach_the_fast_trainer_and_the_cache_is_released(tmp_path, 
         seen.append(activation_cache.cache_report(model))
         return result
 
-    monkeypatch.setattr(cli, "train_classifier_fast", record)
+    monkeypatch.setattr(train_command, "train_classifier_fast", record)
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()
     assert cli.main(quick_args(tmp_path, "--cache-memory", "0", "--cache-dir", str(cache_dir))) == 0
@@ -383,7 +383,7 @@ def test_metrics_are_strict_json():
 
     import numpy as np
 
-    safe = cli._json_safe({"loss": float("nan"), "accs": [0.5, float("inf")], "t": torch.tensor([1, 2]),
+    safe = train_command._json_safe({"loss": float("nan"), "accs": [0.5, float("inf")], "t": torch.tensor([1, 2]),
                           "n": np.int64(3), "name": "x"})
     assert json.loads(json.dumps(safe, allow_nan=False)) == {"loss": None, "accs": [0.5, None], "t": [1, 2],
                                                              "n": 3, "name": "x"}
@@ -406,3 +406,114 @@ def test_messages_longer_than_the_context_are_cut_with_a_warning(tmp_path, capsy
     assert "were longer than max_length=1024 tokens and were truncated" in captured.err
     info = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert info["settings"]["max_length"] == 1024
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One command line: subcommands, options before or after them, one wrapper for errors, Ctrl-C and --debug
+
+
+def test_unknown_command_is_one_line_naming_the_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["prdict", "--checkpoint", "x", "hi"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'prdict'" in err and "did you mean predict" in err
+    assert all(name in err for name in ("train", "predict", "explain", "attack"))
+
+
+def test_training_is_the_default_command_and_may_be_named():
+    assert cli.parse_args(["--num-epochs", "3"]).command == "train"
+    assert cli.parse_args([]).command == "train"
+    named = cli.parse_args(["train", "--num_epochs", "3"])
+    assert named.command == "train" and named.num_epochs == 3
+
+
+@pytest.mark.parametrize("command, required", [("train", []), ("predict", ["--checkpoint", "run", "hi"]),
+                                               ("explain", ["--checkpoint", "run", "hi"]),
+                                               ("attack", ["--checkpoint", "run"])])
+def test_device_is_auto_by_default_and_options_go_before_or_after_the_command(command, required):
+    args = cli.parse_args([command, *required])
+    assert args.command == command and args.device == "auto" and args.debug is False
+    before = cli.parse_args(["--device", "cpu", "--debug", command, *required])
+    after = cli.parse_args([command, *required, "--device=cpu", "--debug"])
+    for args in (before, after):
+        assert args.command == command and args.device == "cpu" and args.debug is True
+
+
+def test_a_bad_device_name_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["predict", "--device", "tpu", "--checkpoint", "run", "hi"])
+    assert exc.value.code == 2 and "'tpu' is not a device" in capsys.readouterr().err
+
+
+def test_predict_gets_the_device_auto_and_errors_are_one_line_for_every_command(tmp_path, monkeypatch, capsys):
+    from beyond import prediction
+
+    seen = []
+    monkeypatch.setattr(prediction, "predict_from_checkpoint",
+                        lambda checkpoint, messages, device, **kwargs: seen.append(device) or [("spam", 0.9)])
+    assert cli.main(["predict", "--checkpoint", "run", "hi"]) == 0
+    assert seen == ["auto"] and capsys.readouterr().out == "spam\t0.9000\thi\n"
+    for command in (["predict", "--checkpoint", str(tmp_path / "nope"), "hi"],
+                    ["explain", "--checkpoint", str(tmp_path / "nope"), "hi"],
+                    ["attack", "--checkpoint", str(tmp_path / "nope"), "--test-mode", "--data", "synthetic",
+                     "--data-dir", str(tmp_path / "data")]):
+        if command[0] == "predict":
+            monkeypatch.undo()
+        assert cli.main(command) == 1, command
+        assert_one_line_error(capsys, "nope")
+
+
+def test_ctrl_c_in_explain_exits_130_and_leaves_no_half_written_figure(tmp_path, monkeypatch, capsys):
+    from beyond import checkpoints, look_inside
+
+    class Figure:
+        def savefig(self, path, format):  # half a file, then Ctrl-C
+            with open(path, "wb") as f:
+                f.write(b"\x89PNG half")
+            raise KeyboardInterrupt
+
+    model, cfg = tiny_model_and_cfg()
+    checkpoints.save_classifier(tmp_path / "classifier.pt", model, cfg, ["ham", "spam"], max_length=8)
+    monkeypatch.setattr(look_inside, "plot_token_attributions", lambda *args, **kwargs: Figure())
+    out = tmp_path / "figs"
+    out.mkdir()
+    assert cli.main(["explain", "--checkpoint", str(tmp_path), "win a prize", "--output", str(out / "x.png")]) == 130
+    assert "Interrupted" in capsys.readouterr().err and os.listdir(out) == []
+    with pytest.raises(KeyboardInterrupt):  # --debug lets it through, traceback and all
+        cli.main(["--debug", "explain", "--checkpoint", str(tmp_path), "win", "--output", str(out / "x.png")])
+    assert os.listdir(out) == []
+
+
+def tiny_model_and_cfg():
+    import gpt_model
+
+    torch.manual_seed(0)
+    model = gpt_model.GPTModel(dict(gpt_model.TINY_CONFIG))
+    model.out_head = torch.nn.Linear(gpt_model.TINY_CONFIG["emb_dim"], 2)
+    return model.eval(), dict(gpt_model.TINY_CONFIG)
+
+
+def test_debug_before_a_command_shows_the_traceback_in_a_real_process(tmp_path):
+    cmd = [sys.executable, str(REPO / "train_classifier.py"), "--debug", "predict", "--checkpoint",
+           str(tmp_path / "nope"), "hi"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    debug = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+    plain = subprocess.run([c for c in cmd if c != "--debug"], check=False, capture_output=True, text=True,
+                           cwd=tmp_path, env=env, timeout=120)
+    assert plain.returncode == 1 and plain.stderr.startswith("error: ") and len(plain.stderr.splitlines()) == 1
+
+
+def test_help_loads_no_heavy_library(tmp_path):
+    heavy = {"sklearn", "pandas", "matplotlib", "tiktoken", "scipy", "tensorflow"}
+    script = str(REPO / "train_classifier.py")
+    code = (f"import runpy, sys\nsys.argv = [{script!r}, '--help']\n"
+            f"try:\n    runpy.run_path({script!r}, run_name='__main__')\n"
+            "except SystemExit as exc:\n    assert exc.code == 0\n"
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {heavy!r}))")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=120)
+    assert "commands:" in result.stdout and all(name in result.stdout for name in cli.COMMANDS)
+    assert result.stdout.strip().splitlines()[-1] == "[]"

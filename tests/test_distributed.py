@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from beyond import checkpoints, cli, distributed
+from beyond import checkpoints, cli, distributed, train_command
 from beyond.synthetic_data import make_synthetic_spam_data
 
 from tiny import tiny_classifier
@@ -91,8 +91,8 @@ def test_torchrun_prints_and_saves_the_training_losses_and_accuracies_of_one_pro
 
 
 def test_no_padding_under_torchrun_says_what_to_do(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "setup_distributed", lambda device: (0, 2, torch.device("cpu")))
-    monkeypatch.setattr(cli, "distributed_environment", lambda: (0, 2, 0))
+    monkeypatch.setattr(train_command, "setup_distributed", lambda device: (0, 2, torch.device("cpu")))
+    monkeypatch.setattr(train_command, "distributed_environment", lambda: (0, 2, 0))
     code = cli.main([*_flags(tmp_path), "--data-dir", str(tmp_path / "d"), "--output-dir", str(tmp_path / "o"),
                      "--no-padding"])
     err = capsys.readouterr().err.strip()
@@ -101,7 +101,7 @@ def test_no_padding_under_torchrun_says_what_to_do(tmp_path, monkeypatch, capsys
 
 def test_the_process_group_is_left_after_an_error(tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(cli, "cleanup_distributed", lambda: calls.append(1))
+    monkeypatch.setattr(train_command, "cleanup_distributed", lambda: calls.append(1))
     code = cli.main(["--test-mode", "--data", str(tmp_path / "missing.csv"), "--data-dir", str(tmp_path / "d"),
                      "--output-dir", str(tmp_path / "o")])
     assert code == 1 and calls == [1]
@@ -118,3 +118,18 @@ def test_training_shards_evaluate_on_whole_batches():
     assert [b.tolist() for b in loader] == [[0, 2], [4, 6]]
     model.eval()
     assert [b.tolist() for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def test_only_rank0_prints_inside_the_block_and_stdout_is_restored(monkeypatch, capsys):
+    import sys
+
+    stdout = sys.stdout
+    monkeypatch.setenv("RANK", "1")
+    with distributed.printing_on_rank0_only():
+        print("from rank 1")
+    assert sys.stdout is stdout
+    print("after the block")
+    monkeypatch.setenv("RANK", "0")
+    with distributed.printing_on_rank0_only():
+        print("from rank 0")
+    assert capsys.readouterr().out == "after the block\nfrom rank 0\n"

@@ -193,10 +193,10 @@ def test_the_bonus_tables_row_19_averages_every_position():
     import bonus_table
 
     flags = next(row[6] for row in bonus_table.ROWS if row[0] == 19)
-    assert cli.build_arg_parser().parse_args(flags).average_embeddings == "all_positions"
-    args = cli.build_arg_parser().parse_args(["--average-embeddings", "real_tokens"])
+    assert cli.parse_args(flags).average_embeddings == "all_positions"
+    args = cli.parse_args(["--average-embeddings", "real_tokens"])
     assert args.average_embeddings == "real_tokens"
-    assert cli.build_arg_parser().parse_args([]).average_embeddings is False
+    assert cli.parse_args([]).average_embeddings is False
 
 
 def test_the_fast_trainer_steps_aside_for_averaging_it_does_not_implement():
@@ -450,10 +450,12 @@ def test_lora_classifier_trains_and_wraps_its_new_head_as_the_bonus():
     assert experiments.lora_settings(scaled)["lora_scaling"] == "alpha_over_rank"
 
 
-def test_help_says_how_lora_is_scaled():
-    text = cli.build_arg_parser().format_help()
+def test_help_says_how_lora_is_scaled(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
     assert "--lora-scaling" in text and "alpha_over_rank" in text
-    args = cli.build_arg_parser().parse_args(["--trainable-layers", "lora"])
+    args = cli.parse_args(["--trainable-layers", "lora"])
     assert args.lora_scaling == "alpha"
 
 
@@ -472,7 +474,7 @@ class _LetterTokenizer:
 
 
 def test_batched_answers_without_the_causal_mask_are_classify_reviews():
-    from beyond import fast_trainer
+    from beyond import prediction
 
     model = experiments.set_causal_mask(tiny_classifier(seed=8), False)  # not the fast path: the whole model
     texts = ["win cash now", "see you at 8", "free entry!!", "ok", "hi mum, call me"]
@@ -482,4 +484,5 @@ def test_batched_answers_without_the_causal_mask_are_classify_reviews():
         model.out_head.bias[1] -= (logits[:, 1] - logits[:, 0]).median() - 1e-4
     expected = [tc.classify_review(t, model, _LetterTokenizer(), "cpu", max_length=20) for t in texts]
     assert {"spam", "not spam"} == set(expected)
-    assert fast_trainer.classify_reviews_fast(texts, model, _LetterTokenizer(), "cpu", 20, batch_size=2) == expected
+    probabilities = prediction.class_probabilities(texts, model, _LetterTokenizer(), "cpu", 20, batch_size=2)
+    assert ["spam" if p[1] > p[0] else "not spam" for p in probabilities.tolist()] == expected

@@ -9,8 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import gpt_model
-import train_classifier as tc
-from beyond import activation_cache, bonus_training, experiments, fast_trainer, metrics, prediction
+from beyond import activation_cache, bonus_training, experiments, fast_trainer, metrics
 
 # a small vocabulary keeps the "all layers trainable" fallback quick; two frozen blocks, one trainable
 CFG = {**gpt_model.TINY_CONFIG, "vocab_size": 1024, "context_length": 64, "n_layers": 3}
@@ -296,52 +295,6 @@ def test_bf16_runs_close_to_fp32():
     assert fast[1] == pytest.approx(simple[1], rel=5e-2)
     with pytest.raises(ValueError, match="precision"):
         run(fast_trainer.train_classifier_fast, make_model(), precision="fp8")
-
-
-class CharTokenizer:
-    """One token per character: enough to compare the batched and the one-by-one classifiers."""
-
-    def encode(self, text, disallowed_special=()):
-        return [ord(c) % 1000 for c in text]
-
-
-@pytest.mark.parametrize("max_length, token_pos", [(24, "last"), (None, "last"), (24, "flexible")])
-def test_classify_reviews_fast_matches_classify_review(max_length, token_pos):
-    model = make_model()
-    texts = ["win cash now!!", "see you at 8", "", "URGENT: claim your prize " * 3, "ok", "free entry",
-             "hi mum"]
-    texts = [t for t in texts if t or max_length]  # classify_review needs at least one token
-    # move the head's threshold to the median message, so both answers occur and a mix-up would show
-    ids = [CharTokenizer().encode(t)[:24] + [PAD] * (24 - len(t[:24])) for t in texts]
-    with torch.no_grad():
-        logits = bonus_training.select_token_logits(model(torch.tensor(ids)), torch.tensor(ids), token_pos, PAD)
-        model.out_head.bias[1] -= (logits[:, 1] - logits[:, 0]).median() - 1e-4
-    if token_pos == "last":  # the chapter's classify_review, else the switch-aware probabilities one at a time
-        one_by_one = [tc.classify_review(t, model, CharTokenizer(), "cpu", max_length, PAD) for t in texts]
-    else:
-        probabilities = [prediction.class_probabilities([t], model, CharTokenizer(), "cpu", max_length, batch_size=1,
-                                                        trainable_token_pos=token_pos, pad_token_id=PAD)
-                         for t in texts]
-        one_by_one = ["spam" if p.argmax().item() == 1 else "not spam" for p in probabilities]
-    batched = fast_trainer.classify_reviews_fast(texts, model, CharTokenizer(), "cpu", max_length, PAD,
-                                       trainable_token_pos=token_pos, batch_size=3)
-    assert batched == one_by_one
-    assert {"spam", "not spam"} == set(batched)
-
-
-@pytest.mark.parametrize("max_length, token_pos", [(24, "last"), (None, "last"), (24, "flexible")])
-def test_class_probabilities_fast_matches_predict_in_fp32_and_is_close_in_bf16(max_length, token_pos):
-    from beyond import prediction
-
-    model = make_model()
-    texts = ["win cash now!!", "see you at 8", "URGENT: claim your prize " * 3, "ok", "free entry", "hi mum"] * 3
-    slow = prediction.class_probabilities(texts, model, CharTokenizer(), "cpu", max_length,
-                                          trainable_token_pos=token_pos, pad_token_id=PAD)
-    for precision, tolerance in (("fp32", 1e-5), ("bf16", 3e-2)):
-        fast = fast_trainer.class_probabilities_fast(texts, model, CharTokenizer(), "cpu", max_length, PAD,
-                                                     trainable_token_pos=token_pos, batch_size=4,
-                                                     precision=precision)
-        torch.testing.assert_close(fast, slow, atol=tolerance, rtol=0)
 
 
 def test_make_optimizer_is_the_chapters_update_fused_over_trainable_parameters():

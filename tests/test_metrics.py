@@ -64,3 +64,15 @@ def test_confusion_matrix_plot_and_table(tmp_path):
     assert [t.get_text() for t in fig.axes[0].texts] == ["8", "2", "1", "4"]
     table = metrics.format_metrics_table({"validation": m, "test": m}, ["ham", "spam"])
     assert "66.67%" in table and "80.00%" in table and table.count("confusion matrix") == 2
+
+
+def test_plot_is_an_open_figure_a_notebook_shows_and_metrics_follow_scikit_learns_conventions():
+    import matplotlib.pyplot as plt
+
+    fig = metrics.plot_confusion_matrix([[3, 0], [2, 0]], ["ham", "spam"], title="never says spam")
+    assert plt.fignum_exists(fig.number)  # plt.show() (or the end of a notebook cell) shows it
+    plt.close(fig)
+    m = metrics.classification_metrics(torch.tensor([0, 0, 0, 1, 1]), torch.zeros(5, dtype=torch.long))
+    assert m["confusion_matrix"] == [[3, 0], [2, 0]] and m["accuracy"] == pytest.approx(0.6)
+    assert m["precision"] == m["recall"] == m["f1"] == 0.0  # spam never predicted: 0 by convention
+    assert m["per_class"][0] == {"precision": 0.6, "recall": 1.0, "f1": pytest.approx(0.75), "support": 3}

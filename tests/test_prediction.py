@@ -1,4 +1,4 @@
-"""Using a trained classifier: predict, classify_reviews_fast and the predict command agree with classify_review."""
+"""Using a trained classifier: class_probabilities, predict and the predict command agree with classify_review."""
 
 
 import json
@@ -11,7 +11,7 @@ import torch
 
 import gpt_model
 import train_classifier as tc
-from beyond import checkpoints, cli, fast_trainer, prediction
+from beyond import bonus_training, checkpoints, cli, prediction
 from beyond.gpt2_tokenizer import get_gpt2_tokenizer
 from beyond.synthetic_data import make_synthetic_spam_data
 
@@ -47,15 +47,14 @@ class PlainTokenizer:
         return [ord(c) % 1000 for c in text]
 
 
-def test_classify_review_predict_and_classify_reviews_fast_encode_alike():
+def test_classify_review_and_predict_encode_alike():
     model = tiny_classifier(seed=3)
     texts = ["win a prize now", "lunch?", "x" * 40, "<|endoftext|> is text here"]
     for max_length in (8, 16, None):
         one_by_one = [tc.classify_review(t, model, PlainTokenizer(), "cpu", max_length) for t in texts]
-        batched = fast_trainer.classify_reviews_fast(texts, model, PlainTokenizer(), "cpu", max_length, batch_size=3)
         predicted = prediction.predict(texts, model, PlainTokenizer(), "cpu", max_length,
                                label_names=("not spam", "spam"))  # no TypeError: the same fallback
-        assert batched == one_by_one == [label for label, _ in predicted], max_length
+        assert one_by_one == [label for label, _ in predicted], max_length
     # truncated to min(max_length, context_length), padded to it when max_length is given
     assert prediction.encode_for_classifier("abcdef", PlainTokenizer(), 4) == [97, 98, 99, 100]
     assert prediction.encode_for_classifier("ab", PlainTokenizer(), 1024, max_length=4, pad_token_id=7) == [97, 98, 7, 7]
@@ -86,13 +85,13 @@ def test_predict_command_line(tmp_path, capsys):
     _save_tiny(tmp_path / "classifier.pt", model)
     messages = tmp_path / "messages.txt"
     messages.write_text("first message\n\nsecond one\n", encoding="utf-8")
-    assert cli.predict_main(["--checkpoint", str(tmp_path), "quoted message", "--file", str(messages)]) == 0
+    assert cli.main(["predict", "--checkpoint", str(tmp_path), "quoted message", "--file", str(messages)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[2] for line in lines] == ["quoted message", "first message", "second one"]
     assert all(line.split("\t")[0] in ("ham", "spam") and 0.5 <= float(line.split("\t")[1]) <= 1 for line in lines)
-    assert cli.predict_main(["--checkpoint", str(tmp_path / "missing"), "hi"]) == 1
+    assert cli.main(["predict", "--checkpoint", str(tmp_path / "missing"), "hi"]) == 1
     assert "classifier" in capsys.readouterr().err
-    assert cli.predict_main(["--checkpoint", str(tmp_path)]) == 1
+    assert cli.main(["predict", "--checkpoint", str(tmp_path)]) == 1
     assert cli.main(["predict", "--checkpoint", str(tmp_path), "via main"]) == 0  # the CLI's subcommand
     assert capsys.readouterr().out.strip().endswith("\tvia main")
 
@@ -142,3 +141,68 @@ def test_no_padding_classifier_reads_the_last_real_token(tmp_path, tokenizer):
     assert torch.allclose(unpadded, alone)
     padded = prediction.class_probabilities(texts, model, tokenizer, "cpu", max_length=30)
     assert not torch.allclose(padded, alone)  # the pad token's output is another number
+
+
+# --- issue 18: one batched P(spam) function for every caller, with the numbers of the whole model ---
+
+def whole_model_probabilities(rows, model, token_pos="last", average_embeddings=False):
+    """The reference: each encoded row alone through the whole model, read as the chapter reads it."""
+    out = []
+    with torch.no_grad():
+        for row in rows:
+            batch = torch.tensor([row])
+            logits = bonus_training.select_token_logits(model.eval()(batch), batch, token_pos, 50256, average_embeddings)
+            out.append(torch.softmax(logits, dim=-1)[0])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("max_length, token_pos, average, causal", [
+    (24, "last", False, True), (None, "last", False, True), (24, "flexible", False, True),
+    (24, "first", False, True), (24, "last", True, True), (24, "first", False, False),
+    (24, "flexible", False, False)])
+def test_class_probabilities_equal_the_whole_model_for_every_setting(max_length, token_pos, average, causal):
+    from beyond import experiments
+
+    model = tiny_classifier(seed=4)
+    if not causal:  # without the causal mask every token sees the padding: nothing may be cut
+        experiments.setup_classifier(model, 2, disable_causal_mask=True)
+    texts = ["win cash now!!", "see you at 8", "", "URGENT: claim your prize " * 3, "ok", "free entry"] * 2
+    rows = [prediction.encode_for_classifier(t, PlainTokenizer(), 1024, max_length) or [50256] for t in texts]
+    expected = whole_model_probabilities(rows, model, token_pos, average)
+    got = prediction.class_probabilities(texts, model, PlainTokenizer(), "cpu", max_length, batch_size=4,
+                                         trainable_token_pos=token_pos, average_embeddings=average)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    from_ids = prediction.class_probabilities(rows, model, trainable_token_pos=token_pos, average_embeddings=average)
+    torch.testing.assert_close(from_ids, expected, atol=1e-6, rtol=0)
+    bf16 = prediction.class_probabilities(texts, model, PlainTokenizer(), "cpu", max_length, precision="bf16",
+                                          trainable_token_pos=token_pos, average_embeddings=average)
+    torch.testing.assert_close(bf16, expected, atol=3e-2, rtol=0)
+
+
+def test_every_caller_gets_its_p_spam_from_class_probabilities(tmp_path, tokenizer):
+    from beyond import attacks, look_inside
+
+    model = tiny_classifier(seed=5)
+    texts = ["You won a prize, call now", "lunch at noon?", "free entry!!"]
+    rows = [prediction.encode_for_classifier(t, tokenizer, 1024, 12) for t in texts]
+    expected = whole_model_probabilities(rows, model)[:, 1]
+    assert attacks.gpt2_score_fn(model, tokenizer, "cpu", 12)(texts) == pytest.approx(expected.tolist(), abs=1e-6)
+    assert look_inside.spam_probabilities(model, rows) == pytest.approx(expected.tolist(), abs=1e-6)
+    assert look_inside.explain(texts[0], model, tokenizer, max_length=12)["p_spam"] == pytest.approx(
+        float(expected[0]), abs=1e-6)
+    _save_tiny(tmp_path / "classifier.pt", model)
+    saved = prediction.predict_from_checkpoint(tmp_path, texts, tokenizer=tokenizer)
+    assert [p if label == "spam" else 1 - p for label, p in saved] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_the_trainer_imports_neither_prediction_nor_saved_classifiers():
+    import subprocess
+
+    code = ("import sys, beyond.fast_trainer, beyond.metrics, beyond.checkpoints\n"
+            "print(sorted(m for m in sys.modules if m in ('beyond.prediction', 'beyond.look_inside', 'beyond.cli')))")
+    trainer = subprocess.run([sys.executable, "-c", code.replace(", beyond.checkpoints", "")], check=True,
+                             capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=120)
+    assert trainer.stdout.strip() == "[]"
+    files = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                           cwd=Path(__file__).parents[1], timeout=120)
+    assert files.stdout.strip() == "[]"  # saved classifiers sit below prediction, which uses them

@@ -119,9 +119,9 @@ def test_pytorch_weights_download_and_load(http_server, tmp_path, suffix, monkey
     # build_model --weights-format pytorch: the same file, no TensorFlow (GPT-2 small's config made tiny here)
     monkeypatch.setattr(gpt_model, "get_model_config", lambda size: dict(gpt_model.TINY_CONFIG))
     monkeypatch.delenv("TUTORIAL_TEST_MODE", raising=False)
-    model, _ = model_setup.build_model("124M", "pretrained", tmp_path, weights_format="pytorch")
+    model, _, base = model_setup.build_model_with_base("124M", "pretrained", tmp_path, weights_format="pytorch")
     assert all(torch.equal(model.state_dict()[k], state[k]) for k in state)
-    assert model.base_weights["weights_format"] == "pytorch" and name in model.base_weights["files"]
+    assert base["weights_format"] == "pytorch" and name in base["files"]
 
 
 def test_pytorch_weights_that_are_not_a_state_dict_are_one_line(tmp_path):
