@@ -13,8 +13,6 @@ import re
 import shutil
 import tempfile
 import time
-import weakref
-from typing import ClassVar
 
 import psutil
 import torch
@@ -67,37 +65,36 @@ class ActivationCache:
     further, so that row of activations ([length, emb_dim], in the precision the top runs in) is all the
     trainable top needs. The file is written once per fill pass, read back batch by batch through a memory
     map, and has no name on disk (TemporaryFile): it disappears on close, on Ctrl-C, on any exit.
+
+    The caller holds it (`with ActivationCache() as cache:`) and hands it to the fast trainer and then to the
+    fast predictions, which reuse its rows; `bind` empties it when it meets other frozen weights.
     """
 
-    _of_model: ClassVar[weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()  # model -> its cache, so the accuracies after training reuse it
+    def __init__(self, memory=None, cache_dir=None):
+        self.memory = (int(CACHE_MEMORY_SHARE * psutil.virtual_memory().available) if memory is None
+                       else parse_size(memory))
+        self.cache_dir = cache_dir  # None: the system's temporary folder
+        self.signature = None
+        self.stats = {"tokens": 0, "flops": 0, "seconds": 0.0}
+        self.rows, self.file, self.map = {}, None, None
+        self.close()
 
-    @classmethod
-    def for_model(cls, model, device, precision="fp32", memory=None, cache_dir=None):
-        """The model's cache; a fresh one when the frozen weights, device or precision changed."""
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def bind(self, model, device, precision="fp32"):
+        """This cache, ready for model's frozen prefix: emptied first when the weights, device or precision changed."""
         num_frozen = _num_frozen_blocks(model)
         signature = (num_frozen, str(device), precision, _fingerprint(model, num_frozen))
-        cache = cls._of_model.get(model)
-        if cache is None or cache.signature != signature:
-            if cache is not None:
-                cache.close()
-            cache = cls._of_model[model] = cls(model, signature, precision)
-        if memory is not None:  # later calls without a budget keep the one given first
-            cache.memory = parse_size(memory)
-        if cache_dir is not None:
-            cache.cache_dir = cache_dir
-        return cache
-
-    def __init__(self, model, signature, precision="fp32"):
-        self.signature, self.num_frozen, self.precision = signature, signature[0], precision
-        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.emb_dim = model.tok_emb.weight.shape[1]
-        self.memory = int(CACHE_MEMORY_SHARE * psutil.virtual_memory().available)
-        self.cache_dir = None  # None: the system's temporary folder
-        self.rows = {}  # key -> a tensor in memory, or (offset, length) in the file
-        self.memory_bytes = self.disk_bytes = 0
-        self.file = self.map = self.bf16_blocks = None
-        self.full = False  # some messages fit neither in memory nor on disk: they are recomputed each time
-        self.stats = {"tokens": 0, "flops": 0, "seconds": 0.0}
+        if signature != self.signature:
+            self.close()
+            self.signature, self.num_frozen, self.precision = signature, num_frozen, precision
+            self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            self.emb_dim = model.tok_emb.weight.shape[1]
+        return self
 
     def row_bytes(self, length):
         """What one message of `length` tokens costs in the cache."""
@@ -192,29 +189,19 @@ class ActivationCache:
         """The frozen blocks' achieved speed so far: dense matrix-product FLOPs per second, in billions."""
         return self.stats["flops"] / self.stats["seconds"] / 1e9 if self.stats["seconds"] else 0.0
 
+    def report(self):
+        """The cache in numbers (frozen_gflops, tokens, prefix_seconds, memory_bytes, disk_bytes)."""
+        return {"frozen_gflops": self.gflops(), "tokens": self.stats["tokens"], "prefix_seconds":
+                self.stats["seconds"], "memory_bytes": self.memory_bytes, "disk_bytes": self.disk_bytes}
+
     def close(self):
-        """Free the memory and remove the file (also done when the model goes, or when Python exits)."""
+        """Free the memory and remove the file now (Python would also do it at exit); the cache stays usable."""
         if self.map is not None:
             self.map.close()
         if self.file is not None:
             self.file.close()
         self.rows, self.file, self.map, self.memory_bytes, self.disk_bytes = {}, None, None, 0, 0
-
-
-def cache_report(model):
-    """The model's cache in numbers (frozen_gflops, tokens, memory_bytes, disk_bytes); {} when it has none."""
-    cache = ActivationCache._of_model.get(model)
-    if cache is None:
-        return {}
-    return {"frozen_gflops": cache.gflops(), "tokens": cache.stats["tokens"], "prefix_seconds":
-            cache.stats["seconds"], "memory_bytes": cache.memory_bytes, "disk_bytes": cache.disk_bytes}
-
-
-def release_cache(model):
-    """Drop the model's activation cache now (its memory and its file), e.g. at the end of a command."""
-    cache = ActivationCache._of_model.pop(model, None)
-    if cache is not None:
-        cache.close()
+        self.bf16_blocks, self.full, self.signature = None, False, None
 
 
 def bf16_copy(blocks):
