@@ -230,15 +230,42 @@ def test_an_interrupted_run_releases_its_cache(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_bf16_weights_cast_once_give_autocasts_numbers():
-    """The frozen blocks' bf16 copy computes exactly what autocast computes from the fp32 weights (sooner)."""
+def test_bf16_weights_cast_once_give_autocasts_numbers_to_bf16_rounding():
+    """The frozen blocks' bf16 copy (fused Linear + GELU where oneDNN has it) computes what autocast computes."""
     model = make_model()
     ids = torch.randint(0, 1000, (3, 17))
     cache = activation_cache.ActivationCache().bind(model, "cpu", "bf16")
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         x = model.tok_emb(ids) + model.pos_emb(torch.arange(17))
         expected = model.trf_blocks[: cache.num_frozen](x)
-    assert torch.equal(cache.prefix(model, ids), expected)
+    torch.testing.assert_close(cache.prefix(model, ids), expected, rtol=2e-2, atol=2e-2)
+    assert activation_cache._fused_gelu_works()  # the PyTorch pinned here has the fused kernel: it is the one tested
+    assert isinstance(cache.bf16_blocks[0].ff, activation_cache._FusedGeluFeedForward)
+
+
+def test_fused_feed_forward_matches_linear_then_gelu_in_bf16():
+    ff = make_model().trf_blocks[0].ff.to(torch.bfloat16)
+    x = torch.randn(5, 9, CFG["emb_dim"], dtype=torch.bfloat16)
+    with torch.no_grad():
+        torch.testing.assert_close(activation_cache._FusedGeluFeedForward(ff)(x), ff(x), rtol=1.6e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_packed_rows_give_the_activations_of_one_message_at_a_time(precision):
+    """The frozen pass packs length-sorted messages into one product: each row as if run alone (causal)."""
+    model = make_model()
+    rows = [ids for ids, _ in make_examples(40, seed=3)]
+    packed = activation_cache.ActivationCache().bind(model, "cpu", precision)
+    calls, prefix = [], packed.prefix
+    packed.prefix = lambda model, ids: calls.append(ids.shape) or prefix(model, ids)
+    packed.add(model, rows, "cpu", progress=False)
+    assert len(calls) == 1 and calls[0][0] == len(rows)  # 40 short messages: one product, not 40
+    alone = activation_cache.ActivationCache().bind(model, "cpu", precision)
+    tolerance = {"fp32": 1e-5, "bf16": 2e-2}[precision]
+    for row in rows:
+        expected = alone.prefix(model, row[None])[0].to(packed.dtype)
+        torch.testing.assert_close(packed.get(activation_cache.message_key(row)), expected,
+                                   rtol=tolerance, atol=tolerance)
 
 
 def test_bf16_cache_holds_half_the_bytes_and_the_weights_are_cast_once():
