@@ -78,7 +78,7 @@ class ActivationCache:
                        else parse_size(memory))
         self.cache_dir = cache_dir  # None: the system's temporary folder
         self.signature = None
-        self.stats = {"tokens": 0, "flops": 0, "seconds": 0.0}
+        self.stats = {"tokens": 0, "flops": 0, "seconds": 0.0, "pass_seconds": []}  # pass_seconds: per add()
         self.rows, self.file, self.map = {}, None, None
         self.close()
 
@@ -110,6 +110,7 @@ class ActivationCache:
         to_disk = self._disk_room(max(0, self.memory_bytes + total - self.memory))
         bar = tqdm(total=len(todo), unit="msg", disable=not (progress and todo), mininterval=1.0,
                    desc=f"Frozen blocks -> {_gb(total)} cache")
+        seconds_before = self.stats["seconds"]
         with bar:
             for chunk in length_chunks(todo):
                 ids = torch.zeros(len(chunk), len(chunk[-1]), dtype=torch.long)
@@ -121,6 +122,8 @@ class ActivationCache:
                 bar.update(len(chunk))
                 bar.set_postfix_str(f"{_gb(self.memory_bytes)} in memory, {_gb(self.disk_bytes)} on disk, "
                                     f"{self.gflops():.0f} GFLOP/s", refresh=False)
+        if todo:
+            self.stats["pass_seconds"].append(self.stats["seconds"] - seconds_before)
         if self.file is not None and self.disk_bytes > (len(self.map) if self.map is not None else 0):
             self.file.flush()  # written once; read back through a map of the whole file
             if self.map is not None:
@@ -193,9 +196,9 @@ class ActivationCache:
         return self.stats["flops"] / self.stats["seconds"] / 1e9 if self.stats["seconds"] else 0.0
 
     def report(self):
-        """The cache in numbers (frozen_gflops, tokens, prefix_seconds, memory_bytes, disk_bytes)."""
+        """The cache in numbers (frozen_gflops, tokens, prefix_seconds and per pass, memory_bytes, disk_bytes)."""
         return {"frozen_gflops": self.gflops(), "tokens": self.stats["tokens"], "prefix_seconds":
-                self.stats["seconds"], "memory_bytes": self.memory_bytes, "disk_bytes": self.disk_bytes}
+                self.stats["seconds"], "pass_seconds": list(self.stats["pass_seconds"]), "memory_bytes": self.memory_bytes, "disk_bytes": self.disk_bytes}
 
     def close(self):
         """Free the memory and remove the file now (Python would also do it at exit); the cache stays usable."""
