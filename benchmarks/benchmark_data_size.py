@@ -117,7 +117,7 @@ def run_frozen(size, sample, workdir):
     model, _, loaders, _, _ = bft.setup(True, workdir, fast_optimizer=True, data=data, balance=balance)
     rows = cache_rows(loaders)
     picked = random.Random(0).sample(rows, min(sample, len(rows)))
-    cache = activation_cache.ActivationCache.for_model(model, "cpu")
+    cache = activation_cache.ActivationCache().bind(model, "cpu")
     cache.add(model, picked, "cpu")
     lengths = [len(r) for r in rows]
     return {"messages": len(rows), "tokens": sum(lengths), "max_tokens": max(lengths),
@@ -146,24 +146,24 @@ def run_loop(size, where, workdir, max_steps, max_batches):
     activation_cache.ActivationCache.prefix = stand_in
     token = {"trainable_token_pos": "flexible", "pad_token_id": 50256}
     steps = len(loaders[0])
+    cache = activation_cache.ActivationCache(0 if where == "disk" else None, workdir)
     start = time.perf_counter()
     with bft.training_steps() as record:  # the first max_steps batches; the cache still gets every message
         fast_trainer.train_classifier_fast(model, FirstBatches(loaders[0], max_steps), loaders[1], optimizer, "cpu",
                                            1, bft.SETTINGS["eval_freq"], bft.SETTINGS["eval_iter"],
-                                           cache_memory=0 if where == "disk" else None, cache_dir=workdir, **token)
+                                           cache=cache, **token)
     marks = [*record["marks"], time.perf_counter()]
     warm = marks[0] - start  # the one pass: every training and validation message into the cache
     per_step = (marks[-1] - marks[0]) / (len(marks) - 1)  # evaluations every 50 steps included
-    cache = activation_cache.ActivationCache._of_model[model]
     final = 0.0
     for loader in loaders:
         begin = time.perf_counter()
         fast_trainer._warm_cache(model, cache, [loader.dataset], device="cpu", **token)  # the test set's pass
         batches = min(max_batches, len(loader))
         middle = time.perf_counter()
-        fast_trainer.predict_labels_fast(loader, model, "cpu", num_batches=batches, **token)
+        fast_trainer.predict_labels_fast(loader, model, "cpu", num_batches=batches, cache=cache, **token)
         final += middle - begin + (time.perf_counter() - middle) / batches * len(loader)
-    report = activation_cache.cache_report(model)
+    report = cache.report()
     return {"train_seconds": warm + per_step * steps, "final_seconds": final, "steps": steps,
             "measured_steps": len(marks) - 1, "warm_seconds": warm, "per_step": per_step,
             "memory_bytes": report["memory_bytes"], "disk_bytes": report["disk_bytes"], "budget": cache.memory,

@@ -8,17 +8,18 @@ trainer's cost grows with the data instead of falling off a cliff when memory ru
 
 import contextlib
 import copy
+import functools
 import mmap
 import re
 import shutil
 import tempfile
 import time
-import weakref
-from typing import ClassVar
 
 import psutil
 import torch
 from tqdm.auto import tqdm
+
+import gpt_model
 
 # The cache's default memory budget: this share of the memory available when it starts (the rest stays free
 # for the model, the optimizer and everything else running). Beyond it the cache spills to a file.
@@ -67,37 +68,36 @@ class ActivationCache:
     further, so that row of activations ([length, emb_dim], in the precision the top runs in) is all the
     trainable top needs. The file is written once per fill pass, read back batch by batch through a memory
     map, and has no name on disk (TemporaryFile): it disappears on close, on Ctrl-C, on any exit.
+
+    The caller holds it (`with ActivationCache() as cache:`) and hands it to the fast trainer and then to the
+    fast predictions, which reuse its rows; `bind` empties it when it meets other frozen weights.
     """
 
-    _of_model: ClassVar[weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()  # model -> its cache, so the accuracies after training reuse it
+    def __init__(self, memory=None, cache_dir=None):
+        self.memory = (int(CACHE_MEMORY_SHARE * psutil.virtual_memory().available) if memory is None
+                       else parse_size(memory))
+        self.cache_dir = cache_dir  # None: the system's temporary folder
+        self.signature = None
+        self.stats = {"tokens": 0, "flops": 0, "seconds": 0.0, "pass_seconds": []}  # pass_seconds: per add()
+        self.rows, self.file, self.map = {}, None, None
+        self.close()
 
-    @classmethod
-    def for_model(cls, model, device, precision="fp32", memory=None, cache_dir=None):
-        """The model's cache; a fresh one when the frozen weights, device or precision changed."""
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def bind(self, model, device, precision="fp32"):
+        """This cache, ready for model's frozen prefix: emptied first when the weights, device or precision changed."""
         num_frozen = _num_frozen_blocks(model)
         signature = (num_frozen, str(device), precision, _fingerprint(model, num_frozen))
-        cache = cls._of_model.get(model)
-        if cache is None or cache.signature != signature:
-            if cache is not None:
-                cache.close()
-            cache = cls._of_model[model] = cls(model, signature, precision)
-        if memory is not None:  # later calls without a budget keep the one given first
-            cache.memory = parse_size(memory)
-        if cache_dir is not None:
-            cache.cache_dir = cache_dir
-        return cache
-
-    def __init__(self, model, signature, precision="fp32"):
-        self.signature, self.num_frozen, self.precision = signature, signature[0], precision
-        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.emb_dim = model.tok_emb.weight.shape[1]
-        self.memory = int(CACHE_MEMORY_SHARE * psutil.virtual_memory().available)
-        self.cache_dir = None  # None: the system's temporary folder
-        self.rows = {}  # key -> a tensor in memory, or (offset, length) in the file
-        self.memory_bytes = self.disk_bytes = 0
-        self.file = self.map = self.bf16_blocks = None
-        self.full = False  # some messages fit neither in memory nor on disk: they are recomputed each time
-        self.stats = {"tokens": 0, "flops": 0, "seconds": 0.0}
+        if signature != self.signature:
+            self.close()
+            self.signature, self.num_frozen, self.precision = signature, num_frozen, precision
+            self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            self.emb_dim = model.tok_emb.weight.shape[1]
+        return self
 
     def row_bytes(self, length):
         """What one message of `length` tokens costs in the cache."""
@@ -110,6 +110,7 @@ class ActivationCache:
         to_disk = self._disk_room(max(0, self.memory_bytes + total - self.memory))
         bar = tqdm(total=len(todo), unit="msg", disable=not (progress and todo), mininterval=1.0,
                    desc=f"Frozen blocks -> {_gb(total)} cache")
+        seconds_before = self.stats["seconds"]
         with bar:
             for chunk in length_chunks(todo):
                 ids = torch.zeros(len(chunk), len(chunk[-1]), dtype=torch.long)
@@ -121,6 +122,8 @@ class ActivationCache:
                 bar.update(len(chunk))
                 bar.set_postfix_str(f"{_gb(self.memory_bytes)} in memory, {_gb(self.disk_bytes)} on disk, "
                                     f"{self.gflops():.0f} GFLOP/s", refresh=False)
+        if todo:
+            self.stats["pass_seconds"].append(self.stats["seconds"] - seconds_before)
         if self.file is not None and self.disk_bytes > (len(self.map) if self.map is not None else 0):
             self.file.flush()  # written once; read back through a map of the whole file
             if self.map is not None:
@@ -192,38 +195,62 @@ class ActivationCache:
         """The frozen blocks' achieved speed so far: dense matrix-product FLOPs per second, in billions."""
         return self.stats["flops"] / self.stats["seconds"] / 1e9 if self.stats["seconds"] else 0.0
 
+    def report(self):
+        """The cache in numbers (frozen_gflops, tokens, prefix_seconds and per pass, memory_bytes, disk_bytes)."""
+        return {"frozen_gflops": self.gflops(), "tokens": self.stats["tokens"], "prefix_seconds":
+                self.stats["seconds"], "pass_seconds": list(self.stats["pass_seconds"]), "memory_bytes": self.memory_bytes, "disk_bytes": self.disk_bytes}
+
     def close(self):
-        """Free the memory and remove the file (also done when the model goes, or when Python exits)."""
+        """Free the memory and remove the file now (Python would also do it at exit); the cache stays usable."""
         if self.map is not None:
             self.map.close()
         if self.file is not None:
             self.file.close()
         self.rows, self.file, self.map, self.memory_bytes, self.disk_bytes = {}, None, None, 0, 0
-
-
-def cache_report(model):
-    """The model's cache in numbers (frozen_gflops, tokens, memory_bytes, disk_bytes); {} when it has none."""
-    cache = ActivationCache._of_model.get(model)
-    if cache is None:
-        return {}
-    return {"frozen_gflops": cache.gflops(), "tokens": cache.stats["tokens"], "prefix_seconds":
-            cache.stats["seconds"], "memory_bytes": cache.memory_bytes, "disk_bytes": cache.disk_bytes}
-
-
-def release_cache(model):
-    """Drop the model's activation cache now (its memory and its file), e.g. at the end of a command."""
-    cache = ActivationCache._of_model.pop(model, None)
-    if cache is not None:
-        cache.close()
+        self.bf16_blocks, self.full, self.signature = None, False, None
 
 
 def bf16_copy(blocks):
-    """The frozen blocks with their Linear weights in bf16, cast once (autocast would cast them every call)."""
+    """The frozen blocks with their Linear weights in bf16, cast once (autocast would cast them every call).
+
+    LayerNorm stays fp32, as autocast runs it. Where oneDNN can, each feed-forward's first product and its GELU
+    run as one kernel: the GELU alone cost as much as the product, reading and writing the 4x-wide activations
+    once more (the results differ from autocast's by bf16 rounding only).
+    """
     blocks = copy.deepcopy(blocks)
     for module in blocks.modules():
         if isinstance(module, torch.nn.Linear):
-            module.to(torch.bfloat16)  # LayerNorm stays fp32, as autocast runs it; so the results match autocast's
+            module.to(torch.bfloat16)
+    if _fused_gelu_works():
+        for block in blocks:
+            if type(block.ff).forward is gpt_model.FeedForward.forward:
+                block.ff = _FusedGeluFeedForward(block.ff)
     return blocks
+
+
+class _FusedGeluFeedForward(torch.nn.Module):
+    """FeedForward in bf16 with its first Linear and the tanh GELU fused in one oneDNN call."""
+
+    def __init__(self, ff):
+        super().__init__()
+        self.up, self.down = ff.layers[0], ff.layers[2]
+
+    def forward(self, x):
+        up = self.up
+        return self.down(torch.ops.mkldnn._linear_pointwise(x.to(up.weight.dtype), up.weight, up.bias, "gelu", [],
+                                                            "tanh"))
+
+
+@functools.cache
+def _fused_gelu_works():
+    """True when this PyTorch has oneDNN's fused Linear + tanh GELU for bf16 (a private op: checked, not assumed)."""
+    x, w = torch.ones(2, 8, dtype=torch.bfloat16), torch.ones(4, 8, dtype=torch.bfloat16)
+    try:
+        out = torch.ops.mkldnn._linear_pointwise(x, w, None, "gelu", [], "tanh")
+    except (AttributeError, RuntimeError):
+        return False
+    expected = torch.nn.functional.gelu(torch.full((2, 4), 8.0), approximate="tanh")
+    return bool(torch.allclose(out.float(), expected))
 
 
 def length_chunks(rows):

@@ -6,18 +6,20 @@ caches its output, and trains (and evaluates) only the trainable top on the cach
 block is computed only at the one position the loss reads (its key and value weights fold into that query).
 Same loaders, same batches, same random numbers, same printed progress: only less arithmetic.
 
-The cache (activation_cache.ActivationCache) takes a share of the memory available and spills beyond it to a
-temporary file, so the speed holds at any data size; with precision="bf16" it holds bf16 and the frozen blocks
-run on bf16 copies of their weights, cast once.
+The cache (activation_cache.ActivationCache: held by the caller, or living for one call) takes a share of the
+memory available and spills beyond it to a temporary file, so the speed holds at any data size; with
+precision="bf16" it holds bf16 and the frozen blocks run on bf16 copies of their weights, cast once.
 """
 
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
 
 import gpt_model
 from beyond import metrics
-from beyond.activation_cache import ActivationCache, autocast_for, message_key, release_cache
+from beyond.activation_cache import ActivationCache, message_key
 from beyond.bonus_training import TRAINABLE_TOKEN_POSITIONS, read_positions, train_classifier_simple
 from beyond.experiments import LinearWithLoRA
 
@@ -114,9 +116,8 @@ def _cached_prefix(model, cache, input_batch, pos, device):
     if any(x is None for x in cached):  # beyond memory and disk: compute this batch's prefix directly
         x = cache.prefix(model, input_batch[:, : int(pos.max()) + 1].to(device))
         return x.to(cache.dtype).float()  # rounded as a cached row would be: the same numbers either way
-    out = torch.zeros(len(keys), int(pos.max()) + 1, cache.emb_dim, dtype=cache.dtype)
-    for i, x in enumerate(cached):  # zeros after a row's position are never read (causal attention)
-        out[i, : len(x)] = x
+    # one contiguous tensor in one call; zeros after a row's position are never read (causal attention)
+    out = torch.nn.utils.rnn.pad_sequence(cached, batch_first=True)
     return _to_device(out, device).float()
 
 
@@ -144,23 +145,21 @@ def _last_block_at(block, x, pos):
 def _folded_attention(att, norm1, x, queries, visible):
     """One query's attention without projecting every position to keys and values ([b, heads, head_dim]).
 
-    norm1(x) @ W.T = x_hat @ (W * scale).T + W @ shift, with x_hat the frozen normalized input. So the key
-    weights fold into the query and the value weights apply after the weighted sum: per position this costs
-    emb_dim * heads operations, not emb_dim**2. The keys' constant (W_key @ shift + bias) adds the same number
-    to every score, which softmax ignores: its true gradient is 0, and here it is exactly 0.
+    norm1(x) @ W.T = (x_hat * scale) @ W.T + W @ shift, with x_hat the frozen normalized input. So the key
+    weights fold into the query and the value weights apply after the weighted sum (whose weights add up to 1,
+    so the shift passes through it): per position this costs emb_dim * heads operations, not emb_dim**2, and
+    the LayerNorm's scale multiplies [b, heads, emb_dim] vectors, never the weight matrices. The keys' constant
+    (W_key @ shift + bias) adds the same number to every score, which softmax ignores: its true gradient is 0,
+    and here it is exactly 0.
     """
     heads, head_dim = att.num_heads, att.head_dim
     x_hat = F.layer_norm(x, x.shape[-1:], eps=norm1.eps)  # [b, t, emb]: fixed, as x is
-    w_key = (att.W_key.weight * norm1.scale).view(heads, head_dim, -1)  # [heads, head_dim, emb]
-    w_value = (att.W_value.weight * norm1.scale).view(heads, head_dim, -1)
-    value_bias = att.W_value.weight @ norm1.shift
-    if att.W_value.bias is not None:
-        value_bias = value_bias + att.W_value.bias
-    query_in_x = torch.einsum("bhd,hde->bhe", queries, w_key)
+    query_in_x = torch.einsum("bhd,hde->bhe", queries, att.W_key.weight.view(heads, head_dim, -1)) * norm1.scale
     scores = (query_in_x @ x_hat.transpose(1, 2)) / head_dim**0.5  # [b, heads, t], the scale SDPA uses
     weights = torch.softmax(scores.masked_fill(~visible[:, None, :], float("-inf")), dim=-1)
-    mixed = weights @ x_hat  # [b, heads, emb]: the attention-weighted x_hat, before the value weights
-    return torch.einsum("bhe,hde->bhd", mixed, w_value) + value_bias.view(heads, head_dim)
+    mixed = (weights @ x_hat) * norm1.scale + norm1.shift  # [b, heads, emb]: norm1 of the weighted mean
+    context = torch.einsum("bhe,hde->bhd", mixed, att.W_value.weight.view(heads, head_dim, -1))
+    return context if att.W_value.bias is None else context + att.W_value.bias.view(heads, head_dim)
 
 
 def _fast_logits(model, cache, input_batch, device, trainable_token_pos, pad_token_id):
@@ -193,30 +192,37 @@ def _fast_loss_loader(model, cache, data_loader, device, num_batches, token):
 
 
 def calc_accuracy_loader_fast(data_loader, model, device, num_batches=None, *, trainable_token_pos="last",
-                              pad_token_id=50256, precision="fp32", cache_memory=None, cache_dir=None):
-    """calc_accuracy_loader's result, reusing (and growing) the fast trainer's cache of frozen activations."""
+                              pad_token_id=50256, precision="fp32", cache=None):
+    """calc_accuracy_loader's result, reusing (and growing) the cache of frozen activations given, if any."""
     targets, predictions = predict_labels_fast(data_loader, model, device, num_batches,
                                                trainable_token_pos=trainable_token_pos, pad_token_id=pad_token_id,
-                                               precision=precision, cache_memory=cache_memory, cache_dir=cache_dir)
+                                               precision=precision, cache=cache)
     return _accuracy(targets, predictions)
 
 
 def predict_labels_fast(data_loader, model, device, num_batches=None, *, trainable_token_pos="last",
-                        pad_token_id=50256, precision="fp32", cache_memory=None, cache_dir=None):
+                        pad_token_id=50256, precision="fp32", cache=None):
     """(targets, predicted labels) as CPU tensors, the full model's predictions read from the fast cache.
 
-    For accuracies and confusion matrices after the fast trainer: its cache already holds the frozen blocks'
-    activations, so only the trainable top runs. Where the cache would not be exact, the whole model runs.
+    For accuracies and confusion matrices after the fast trainer: pass the ActivationCache it filled (cache=)
+    and only the trainable top runs. Without one, a cache lives for this call. Where the cache would not be
+    exact, the whole model runs.
     """
     token = {"trainable_token_pos": trainable_token_pos, "pad_token_id": pad_token_id}
     reason = why_not_fast(model, trainable_token_pos)
     if reason:
         print(f"Fast predictions not used: {reason}; running the whole model.")
         return metrics.predict_labels(model, data_loader, device, num_batches, **token)
-    cache = ActivationCache.for_model(model, device, precision, cache_memory, cache_dir)
-    if num_batches is None:  # every example will be read: compute the new ones in length-sorted chunks
-        _warm_cache(model, cache, [data_loader.dataset], trainable_token_pos, pad_token_id, device)
-    return _fast_predictions(model, cache, data_loader, device, num_batches, token, precision)
+    with _held_or_own(cache) as held:
+        held.bind(model, device, precision)
+        if num_batches is None:  # every example will be read: compute the new ones in length-sorted chunks
+            _warm_cache(model, held, [data_loader.dataset], trainable_token_pos, pad_token_id, device)
+        return _fast_predictions(model, held, data_loader, device, num_batches, token)
+
+
+def _held_or_own(cache, memory=None, cache_dir=None):
+    """A context giving the caller's cache untouched, or a new one that is closed when the context ends."""
+    return contextlib.nullcontext(cache) if cache is not None else ActivationCache(memory, cache_dir)
 
 
 def _accuracy(targets, predictions):
@@ -225,7 +231,7 @@ def _accuracy(targets, predictions):
     return (predictions == targets).sum().item() / num_examples if num_examples else float("nan")
 
 
-def _fast_predictions(model, cache, data_loader, device, num_batches, token, precision):
+def _fast_predictions(model, cache, data_loader, device, num_batches, token):
     """(targets, predictions) from the cache: the same batches in the same order, under inference_mode."""
     model.eval()
     targets, predictions = [], []
@@ -233,7 +239,7 @@ def _fast_predictions(model, cache, data_loader, device, num_batches, token, pre
     for i, (input_batch, target_batch) in enumerate(data_loader):
         if i >= num_batches:
             break
-        with torch.inference_mode(), autocast_for(precision, device):
+        with torch.inference_mode():
             logits = _fast_logits(model, cache, input_batch, device, **token)
         predictions.append(torch.argmax(logits, dim=-1).cpu())
         targets.append(target_batch.cpu())
@@ -244,13 +250,15 @@ def _fast_predictions(model, cache, data_loader, device, num_batches, token, pre
 
 def train_classifier_fast(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq,
                           eval_iter, *, trainable_token_pos="last", pad_token_id=50256, precision="fp32",
-                          cache_memory=None, cache_dir=None):
+                          cache_memory=None, cache_dir=None, cache=None):
     """train_classifier_simple's results and printout, sooner: the frozen prefix runs once per message.
 
     Falls back to train_classifier_simple (and says why) when the prefix is not frozen or dropout is on.
-    precision="bf16": the frozen blocks in bf16 (weights cast once) and the cache in bf16, the trainable top
-    under bfloat16 autocast: faster on CPUs with bf16 units, not exact. cache_memory: bytes (or "8GB") the
-    cache may hold in memory, default a share of the memory available; beyond it, a file in cache_dir.
+    precision="bf16": the frozen blocks in bf16 (weights cast once) and the cache in bf16; the trainable top
+    stays fp32 (at a batch of 8 its products cost less than casting its weights each step): faster on CPUs
+    with bf16 units, not exact. cache: an ActivationCache the caller holds, so that predict_labels_fast can
+    reuse it afterwards; without one, a cache lives for this call, holding cache_memory bytes (or "8GB";
+    default a share of the memory available) and beyond it a file in cache_dir.
     """
     if precision not in FAST_PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(FAST_PRECISIONS)}.")
@@ -261,19 +269,20 @@ def train_classifier_fast(model, train_loader, val_loader, optimizer, device, nu
               + (" in fp32." if precision != "fp32" else "."))
         return train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
                                        eval_freq, eval_iter, **token)
-    cache = ActivationCache.for_model(model, device, precision, cache_memory, cache_dir)
-    try:
-        # one pass of the frozen blocks over everything the loop will read, in length-sorted chunks
-        _warm_cache(model, cache, [train_loader.dataset, val_loader.dataset], device=device, **token)
-        return _fast_loop(model, cache, train_loader, val_loader, optimizer, device, num_epochs, eval_freq,
-                          eval_iter, token, precision)
-    except BaseException:  # an error or Ctrl-C: free the memory and the file now, not at exit
-        release_cache(model)
-        raise
+    with _held_or_own(cache, cache_memory, cache_dir) as held:
+        held.bind(model, device, precision)
+        try:
+            # one pass of the frozen blocks over everything the loop will read, in length-sorted chunks
+            _warm_cache(model, held, [train_loader.dataset, val_loader.dataset], device=device, **token)
+            return _fast_loop(model, held, train_loader, val_loader, optimizer, device, num_epochs, eval_freq,
+                              eval_iter, token)
+        except BaseException:  # an error or Ctrl-C: free the memory and the file now, even the caller's cache
+            held.close()
+            raise
 
 
 def _fast_loop(model, cache, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
-               token, precision):
+               token):
     """The chapter's loop line by line, iterating the same loaders the same way: same batches, same RNG draws."""
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
     examples_seen, global_step = 0, -1
@@ -281,8 +290,7 @@ def _fast_loop(model, cache, train_loader, val_loader, optimizer, device, num_ep
         model.train()
         for input_batch, target_batch in train_loader:
             optimizer.zero_grad()
-            with autocast_for(precision, device):
-                logits = _fast_logits(model, cache, input_batch, device, **token)
+            logits = _fast_logits(model, cache, input_batch, device, **token)
             loss = F.cross_entropy(logits.float(), target_batch.to(device))
             loss.backward()
             optimizer.step()
@@ -290,16 +298,15 @@ def _fast_loop(model, cache, train_loader, val_loader, optimizer, device, num_ep
             global_step += 1
             if global_step % eval_freq == 0:
                 model.eval()
-                with autocast_for(precision, device):
-                    train_loss = _fast_loss_loader(model, cache, train_loader, device, eval_iter, token)
-                    val_loss = _fast_loss_loader(model, cache, val_loader, device, eval_iter, token)
+                train_loss = _fast_loss_loader(model, cache, train_loader, device, eval_iter, token)
+                val_loss = _fast_loss_loader(model, cache, val_loader, device, eval_iter, token)
                 model.train()
                 train_losses.append(train_loss)
                 val_losses.append(val_loss)
                 print(f"Ep {epoch + 1} (Step {global_step:06d}): "
                       f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
-        train_accuracy = _accuracy(*_fast_predictions(model, cache, train_loader, device, eval_iter, token, precision))
-        val_accuracy = _accuracy(*_fast_predictions(model, cache, val_loader, device, eval_iter, token, precision))
+        train_accuracy = _accuracy(*_fast_predictions(model, cache, train_loader, device, eval_iter, token))
+        val_accuracy = _accuracy(*_fast_predictions(model, cache, val_loader, device, eval_iter, token))
         print(f"Training accuracy: {train_accuracy * 100:.2f}% | "
               f"Validation accuracy: {val_accuracy * 100:.2f}%")
         train_accs.append(train_accuracy)

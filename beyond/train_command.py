@@ -14,7 +14,7 @@ import time
 import torch
 
 from beyond import data_loaders, data_splits, gpt2_tokenizer
-from beyond.activation_cache import cache_report, parse_size, release_cache
+from beyond.activation_cache import ActivationCache, parse_size
 from beyond.bonus_training import AVERAGE_EMBEDDINGS, TRAINABLE_TOKEN_POSITIONS, train_classifier_simple
 from beyond.checkpoints import save_classifier
 from beyond.distributed import (
@@ -278,14 +278,15 @@ def _run_training(args):
     model.to(device)
     trainer = _choose_trainer(args, model)
     train_start = time.time()
-    history = _train(args, trainer, model, loaders, device)
+    fast_cache = ActivationCache(args.cache_memory, args.cache_dir)  # the fast trainer fills, the metrics read it
+    history = _train(args, trainer, model, loaders, device, fast_cache)
     training_seconds = time.time() - train_start
     print(f"Training completed in {training_seconds / 60:.2f} minutes.")
     final_start = time.time()
-    accuracies, classification = _final_metrics(args, trainer, model, loaders, device, label_names)
+    accuracies, classification = _final_metrics(args, trainer, model, loaders, device, label_names, fast_cache)
     seconds["final_metrics"] = time.time() - final_start
-    cache = cache_report(model)  # the frozen blocks' speed and the cache's size (after the fast trainer)
-    release_cache(model)  # its memory and its file go now, before the outputs are written
+    cache = fast_cache.report() if trainer == "fast" else {}  # the frozen blocks' speed and the cache's size
+    fast_cache.close()  # its memory and its file go now, before the outputs are written
     if cache:
         print(f"Fast trainer: frozen blocks at {cache['frozen_gflops']:.0f} GFLOP/s; cache "
               f"{cache['memory_bytes'] / 2**20:.0f} MB in memory, {cache['disk_bytes'] / 2**20:.0f} MB on disk.")
@@ -341,7 +342,7 @@ def _data_loaders(args, splits, tokenizer, cfg):
     return loaders, options["per_batch_padding"]
 
 
-def _train(args, trainer, model, loaders, device):
+def _train(args, trainer, model, loaders, device, fast_cache):
     """The chosen loop's history: (train_losses, val_losses, train_accs, val_accs, examples_seen)."""
     train_loader, val_loader, _ = loaders
     torch.manual_seed(args.seed)
@@ -349,8 +350,7 @@ def _train(args, trainer, model, loaders, device):
         optimizer = make_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
         return train_classifier_fast(model, train_loader, val_loader, optimizer, device, args.num_epochs,
                                      args.eval_freq, args.eval_iter, trainable_token_pos=args.trainable_token_pos,
-                                     precision=args.precision, cache_memory=args.cache_memory,
-                                     cache_dir=args.cache_dir)
+                                     precision=args.precision, cache=fast_cache)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)  # the chapter's
     # torchrun: DDP and this process's share of every global batch; a plain run gets both back unchanged.
     train_model, process_train_loader = distribute_training(model, train_loader, device)
@@ -361,7 +361,7 @@ def _train(args, trainer, model, loaders, device):
                                    accumulation_steps=args.accumulation_steps)
 
 
-def _final_metrics(args, trainer, model, loaders, device, label_names):
+def _final_metrics(args, trainer, model, loaders, device, label_names, fast_cache):
     """({split}_accuracy on every batch, precision/recall/F1 and confusion matrices of validation and test).
 
     The predictions of each split are computed once; after the fast trainer they come from its cache of the
@@ -370,8 +370,7 @@ def _final_metrics(args, trainer, model, loaders, device, label_names):
     def predictions(loader):
         if trainer == "fast":
             return predict_labels_fast(loader, model, device, trainable_token_pos=args.trainable_token_pos,
-                                       precision=args.precision, cache_memory=args.cache_memory,
-                                       cache_dir=args.cache_dir)
+                                       precision=args.precision, cache=fast_cache)
         return predict_labels(model, loader, device, trainable_token_pos=args.trainable_token_pos,
                               average_embeddings=args.average_embeddings)
 

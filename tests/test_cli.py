@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import train_classifier as tc
-from beyond import activation_cache, checkpoints, cli, fast_trainer, metrics, train_command
+from beyond import checkpoints, cli, fast_trainer, metrics, train_command
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ZIP = REPO.parent / "shared" / "data" / "sms_spam_collection.zip"
@@ -357,9 +357,9 @@ def test_cache_flags_reach_the_fast_trainer_and_the_cache_is_released(tmp_path, 
     original = fast_trainer.train_classifier_fast
 
     def record(model, *args, **kwargs):
-        seen.append((kwargs["cache_memory"], kwargs["cache_dir"]))
+        seen.append((kwargs["cache"].memory, kwargs["cache"].cache_dir))
         result = original(model, *args, **kwargs)
-        seen.append(activation_cache.cache_report(model))
+        seen.append(kwargs["cache"].report())
         return result
 
     monkeypatch.setattr(train_command, "train_classifier_fast", record)
