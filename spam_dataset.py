@@ -435,11 +435,14 @@ def make_synthetic_spam_data(n_per_class=150, seed=123):
 
 
 def prepare_spam_splits(data=None, data_dir="data", *, offline=False, text_column=None, label_column=None,
-                        encoding=None, balance=True, train_frac=0.7, validation_frac=0.1, verbose=True):
+                        encoding=None, balance=True, train_frac=0.7, validation_frac=0.1, verbose=True,
+                        dedupe=False, seed=123):
     """Load (or download, or synthesise), balance, split 70/10/20 and write data_dir/{train,validation,test}.csv.
 
     data: None (download the SMS data; offline: find_local_sms_zip's, else the synthetic sample), "synthetic",
     a path (the UCI zip, the TSV, a folder, or your CSV/TSV), or a DataFrame with columns Label, Text.
+    dedupe: first drop repeated texts (ignoring case and spacing; beyond/duplicates.py reports them). seed: 123
+    is the chapter's split; another seed reorders the rows first, so the chapter's fixed samples pick others.
     Returns {"train", "validation", "test": Path, "label_names": [...], "source": str, "num_rows": {...}, ...}.
     """
     data_dir = Path(data_dir)
@@ -473,6 +476,10 @@ def prepare_spam_splits(data=None, data_dir="data", *, offline=False, text_colum
         raise DataError(f"{source}: the label column holds one class only ({list(class_counts)}); a classifier "
                         f"needs at least two classes")
     num_loaded = len(df)
+    if dedupe:  # the same rule as beyond.duplicates.drop_duplicate_texts (this module may not import it)
+        df = df[~df["Text"].astype(str).str.lower().str.split().str.join(" ").duplicated()].reset_index(drop=True)
+    if seed != 123:
+        df = df.sample(frac=1, random_state=seed).reset_index(drop=True)
     if balance:
         df = create_balanced_dataset(df)
     # Class ids in sorted label order: the SMS data gets the chapter's ham -> 0, spam -> 1.
@@ -491,10 +498,10 @@ def prepare_spam_splits(data=None, data_dir="data", *, offline=False, text_colum
                 "validation": len(validation_df), "test": len(test_df)}
     if verbose:
         print(f"Data: {source}; {num_loaded} rows {class_counts}, "
-              f"{'balanced to ' + str(len(df)) if balance else 'not balanced'}; "
+              f"{'deduplicated, ' if dedupe else ''}{'balanced to ' + str(len(df)) if balance else 'not balanced'}; "
               f"train/validation/test = {num_rows['train']}/{num_rows['validation']}/{num_rows['test']} in {data_dir}")
     return {**paths, "label_names": label_names, "source": source, "num_rows": num_rows,
-            "class_counts": class_counts, "balanced": bool(balance), "synthetic": bool(df.attrs.get("synthetic")),
+            "class_counts": class_counts, "balanced": bool(balance), "deduplicated": bool(dedupe), "synthetic": bool(df.attrs.get("synthetic")),
             "note": note}
 
 

@@ -21,6 +21,7 @@ import spam_dataset
 from beyond.activation_cache import cache_report, parse_size, release_cache
 from beyond.checkpoints import save_classifier
 from beyond.classifier_commands import USER_ERRORS, attack_main, explain_main, predict_main, print_error
+from beyond.cross_validation import run_cross_validation
 from beyond.distributed import (
     cleanup_distributed,
     distribute_training,
@@ -29,6 +30,7 @@ from beyond.distributed import (
     rank0_first,
     setup_distributed,
 )
+from beyond.duplicates import duplicate_report, format_duplicate_line
 from beyond.experiments import LORA_SCALINGS, count_trainable_parameters, setup_classifier
 from beyond.fast_trainer import (
     FAST_PRECISIONS,
@@ -37,8 +39,10 @@ from beyond.fast_trainer import (
     train_classifier_fast,
     why_not_fast,
 )
+from beyond.intervals import accuracy_records, format_accuracy
 from beyond.metrics import classification_metrics, format_metrics_table, plot_confusion_matrix, predict_labels
 from beyond.model_setup import WEIGHTS_FORMATS, build_model, is_test_mode, threads_for_test_mode
+from beyond.seeds import parse_seeds, run_over_seeds
 from gpt_download import atomic_write
 from train_classifier import TRAINABLE_LAYERS, TRAINABLE_TOKEN_POSITIONS, plot_values, train_classifier_simple
 
@@ -77,6 +81,7 @@ def build_arg_parser():
     _add_data_flags(parser)
     _add_speed_flags(parser)
     _add_bonus_flags(parser)
+    _add_honest_flags(parser)
     return parser
 
 
@@ -123,6 +128,9 @@ def _add_data_flags(parser):
     data.add_argument("--encoding", default=None, help="encoding of your own CSV (e.g. latin-1)")
     data.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
                       help="undersample the larger classes to the smallest one, as the chapter does (default: on)")
+    data.add_argument("--dedupe", action="store_true",
+                      help="drop repeated messages (ignoring case and spacing) before balancing and splitting, so "
+                           "no test message is also in training (the chapter keeps them)")
     return parser
 
 
@@ -171,6 +179,18 @@ def _add_bonus_flags(parser):
     bonus.add_argument("--ignore-index", type=int, default=-100,
                        help="target value the cross entropy ignores (the bonus script's --ignore_index; -100: none)")
     return parser
+
+def _add_honest_flags(parser):
+    """How sure a figure is: several seeds, or another protocol than the chapter's one split."""
+    honest = parser.add_argument_group("how sure the numbers are")
+    honest.add_argument("--seeds", type=parse_seeds, default=None,
+                        help="repeat the run for each seed, e.g. 123,124,125 (the split and the head's start "
+                             "change; --seed 123 is the chapter's): mean, standard deviation and range")
+    honest.add_argument("--protocol", choices=("chapter", "cv5"), default="chapter",
+                        help="chapter: its balanced 70/10/20 split (default); cv5: 5-fold stratified cross-"
+                             "validation on all deduplicated messages, unbalanced, GPT-2 beside the TF-IDF baseline")
+    return parser
+
 
 def normalise_flag_spelling(argv):
     """Accept --num_epochs as --num-epochs (the chapter's bonus scripts use underscores); values are untouched."""
@@ -330,7 +350,10 @@ def _data_and_model(args, test_mode):
     rank0_first("start")  # torchrun: rank 0 downloads and writes the splits first, the others then read them
     splits = spam_dataset.prepare_spam_splits(args.data, args.data_dir, offline=test_mode,
                                               text_column=args.text_column, label_column=args.label_column,
-                                              encoding=args.encoding, balance=args.balance)
+                                              encoding=args.encoding, balance=args.balance,
+                                              dedupe=args.dedupe, seed=args.seed)
+    print(format_duplicate_line(duplicate_report(splits["train"], splits["validation"], splits["test"]),
+                                splits["label_names"]))
     tokenizer = gpt_download.get_gpt2_tokenizer(args.models_dir)
     model, cfg = build_model(args.model_size, args.weights, args.models_dir, test_mode=test_mode,
                              weights_format=args.weights_format, seed=args.seed)
@@ -399,12 +422,13 @@ def _final_metrics(args, trainer, model, loaders, device, label_names):
     splits = ("train", "validation", "test")
     results = {split: classification_metrics(*predictions(loader), len(label_names))
                for split, loader in zip(splits, loaders)}
-    accuracies = {}
+    accuracies = {"accuracy_intervals": accuracy_records(results)}  # counts and 95% intervals, for metrics.json
     for split, key, name in zip(splits, ("train_accuracy", "val_accuracy", "test_accuracy"),
                                 ("Training", "Validation", "Test")):
         # an empty split has no accuracy: nan, as calc_accuracy_loader says
         accuracies[key] = results[split]["accuracy"] if results[split]["num_examples"] else float("nan")
-        print(f"{name} accuracy: {accuracies[key] * 100:.2f}%")
+        record = accuracies["accuracy_intervals"][split]
+        print(f"{name} accuracy: {format_accuracy(record['correct'], record['total'])}")
     classification = {split: results[split] for split in ("validation", "test")}
     print(format_metrics_table(classification, label_names))
     return accuracies, classification
@@ -454,6 +478,15 @@ def _show_warning_line(message, category, filename, lineno, file=None, line=None
     print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
+def _run_command(args):
+    """One training run, one per --seeds seed, or the --protocol cv5 cross-validation."""
+    if args.protocol == "cv5":
+        return run_cross_validation(args)
+    if args.seeds:
+        return run_over_seeds(run_training, args, args.seeds)
+    return run_training(args)
+
+
 def main(argv=None):
     """The CLI: returns the exit code (0 ok, 1 user error, 2 bad flags, 130 interrupted)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -469,7 +502,7 @@ def main(argv=None):
             if not args.debug:
                 # Warnings for people (e.g. "12 texts were truncated") as one line each, without source lines.
                 warnings.showwarning = _show_warning_line
-            run_training(args)
+            _run_command(args)
     except KeyboardInterrupt:
         if args.debug:
             raise
