@@ -5,7 +5,10 @@ random split puts copies of some test messages into the training set: the test s
 "Exact" compares the texts as they are; "normalised" ignores case and runs of spaces (normalise_text).
 """
 
+import numpy as np
 import pandas as pd
+
+from beyond.intervals import accuracy_record
 
 SPLIT_NAMES = ("train", "validation", "test")
 
@@ -44,7 +47,7 @@ def duplicate_report(train, validation, test):
 
     Each split is a DataFrame with columns Label and Text (or a CSV path written by prepare_spam_splits).
     leaked_test: the test rows whose text (exact match) is also in train or validation, with in_train and
-    in_validation columns saying where.
+    in_validation columns saying where; leaked_mask: True for those rows, in the test split's order.
     """
     splits = {name: _as_frame(s) for name, s in zip(SPLIT_NAMES, (train, validation, test))}
     exact, leaked = _counts(splits, str)
@@ -53,7 +56,7 @@ def duplicate_report(train, validation, test):
     leaked_test["in_train"] = leaked_test["Text"].isin(set(splits["train"]["Text"]))
     leaked_test["in_validation"] = leaked_test["Text"].isin(set(splits["validation"]["Text"]))
     return {"exact": exact, "normalised": normalised, "test_rows": len(splits["test"]),
-            "leaked_test": leaked_test.reset_index(drop=True)}
+            "leaked_test": leaked_test.reset_index(drop=True), "leaked_mask": leaked.to_numpy()}
 
 
 def _as_frame(split):
@@ -72,3 +75,15 @@ def format_duplicate_line(report, label_names=None):
             f"{' (' + classes + ')' if classes else ''}, {report['normalised']['test_in_train_or_validation']} "
             f"ignoring case and spacing; repeats within train/validation/test: "
             f"{within['train']}/{within['validation']}/{within['test']} (--dedupe drops them all)")
+
+
+def leaked_and_clean_accuracy(report, right):
+    """{"leaked", "clean": accuracy_record}: accuracy on the test messages seen in training and on the rest.
+
+    right: one bool per test message, in the test split's order (prediction == label).
+    """
+    right, leaked = np.asarray(right, dtype=bool), report["leaked_mask"]
+    if len(right) != len(leaked):
+        raise ValueError(f"got {len(right)} answers for {len(leaked)} test messages; pass one per test message")
+    return {"leaked": accuracy_record(right[leaked].sum(), leaked.sum()),
+            "clean": accuracy_record(right[~leaked].sum(), (~leaked).sum())}

@@ -12,6 +12,7 @@ from beyond.duplicates import (
     drop_duplicate_texts,
     duplicate_report,
     format_duplicate_line,
+    leaked_and_clean_accuracy,
     normalise_text,
 )
 
@@ -41,6 +42,18 @@ def test_report_counts_repeats_within_and_leaks_across_splits():
     assert leaked["in_train"].tolist() == [True, False] and leaked["in_validation"].tolist() == [False, True]
     assert format_duplicate_line(report, ["ham", "spam"]).startswith(
         "Duplicates: 2 of 5 test messages also appear in train/validation (2 ham), 3 ignoring case and spacing")
+
+
+def test_accuracy_on_the_leaked_and_the_clean_test_messages():
+    train = frame((0, "see you"), (1, "WIN now"))
+    test = frame((1, "WIN now"), (0, "home soon"), (0, "see you"), (1, "fresh"))
+    report = duplicate_report(train, frame((0, "x")), test)
+    assert report["leaked_mask"].tolist() == [True, False, True, False]
+    parts = leaked_and_clean_accuracy(report, [True, False, True, True])
+    assert (parts["leaked"]["correct"], parts["leaked"]["total"]) == (2, 2)
+    assert (parts["clean"]["correct"], parts["clean"]["total"]) == (1, 2)
+    with pytest.raises(ValueError, match="one per test message"):
+        leaked_and_clean_accuracy(report, [True])
 
 
 def test_drop_duplicate_texts_keeps_the_first_copy():
