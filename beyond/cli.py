@@ -481,6 +481,9 @@ def _show_warning_line(message, category, filename, lineno, file=None, line=None
 def _run_command(args):
     """One training run, one per --seeds seed, or the --protocol cv5 cross-validation."""
     if args.protocol == "cv5":
+        if args.seeds:
+            raise ValueError("--seeds and --protocol cv5 do not combine (cv5 already trains five times); pass "
+                             "one --seed instead.")
         return run_cross_validation(args)
     if args.seeds:
         return run_over_seeds(run_training, args, args.seeds)

@@ -57,7 +57,8 @@ def run_over_seeds(run_one, args, seeds):
                for key in ("test_accuracy", "val_accuracy", "training_seconds", "wall_seconds")}
     print(f"\nTest accuracy over seeds {','.join(map(str, seeds))}: {format_summary(summary['test_accuracy'])}")
     print(f"Validation accuracy: {format_summary(summary['val_accuracy'])}")
-    print(f"Wall time per seed: {format_summary(summary['wall_seconds'], percent=False)} s")
+    print(f"Wall time per seed: {format_summary(summary['wall_seconds'], percent=False)} s; all seeds: "
+          f"{sum(run['wall_seconds'] for run in runs):.1f} s")
     result = {"seeds": list(seeds), "runs": runs, "summary": summary}
     os.makedirs(args.output_dir, exist_ok=True)
     with atomic_write(os.path.join(args.output_dir, "seeds.json")) as tmp:

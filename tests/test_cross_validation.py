@@ -81,3 +81,9 @@ def test_cv5_flag_scores_gpt_and_the_baseline_on_the_same_folds(tmp_path, capsys
         assert [f["total"] for f in result["folds"]] == [46, 46, 46, 45, 45]
         assert result["overall"]["total"] == 228 and len(result["overall"]["ci95"]) == 2
     assert "| tiny random GPT (test mode) | pooled |" in capsys.readouterr().out
+
+
+def test_seeds_and_cv5_do_not_combine(tmp_path, capsys):
+    assert cli.main(["--test-mode", "--data", "synthetic", "--output-dir", str(tmp_path), "--protocol", "cv5",
+                     "--seeds", "1,2"]) == 1
+    assert "--seeds and --protocol cv5 do not combine" in capsys.readouterr().err
