@@ -43,3 +43,22 @@ def accuracy_records(metrics_by_split):
     """{split: accuracy_record} from classification_metrics' results (their confusion matrices)."""
     return {split: accuracy_record(correct_count(m["confusion_matrix"]), m["num_examples"])
             for split, m in metrics_by_split.items()}
+
+
+def difference_interval(correct_a, total_a, correct_b, total_b):
+    """(low, high): 95% interval of accuracy a minus accuracy b, from their Wilson intervals (Newcombe's method 10).
+
+    It treats the two as independent samples, which is all a published figure (a percentage) allows; for two
+    models on the same messages it is wider than a paired comparison would be. 0 inside: within chance.
+    """
+    p_a, p_b = correct_a / total_a, correct_b / total_b
+    (low_a, high_a), (low_b, high_b) = wilson_interval(correct_a, total_a), wilson_interval(correct_b, total_b)
+    return (p_a - p_b - math.hypot(p_a - low_a, high_b - p_b), p_a - p_b + math.hypot(high_a - p_a, p_b - low_b))
+
+
+def format_difference(correct_a, total_a, correct_b, total_b):
+    """"+1.00 points (95% CI -2.23 to +4.31): within chance" for accuracy a minus accuracy b."""
+    low, high = difference_interval(correct_a, total_a, correct_b, total_b)
+    verdict = "within chance" if low <= 0 <= high else "beyond chance"
+    return (f"{(correct_a / total_a - correct_b / total_b) * 100:+.2f} points (95% CI {low * 100:+.2f} to "
+            f"{high * 100:+.2f}): {verdict}")

@@ -6,7 +6,14 @@ import math
 import pytest
 
 from beyond import cli
-from beyond.intervals import accuracy_record, correct_count, format_accuracy, wilson_interval
+from beyond.intervals import (
+    accuracy_record,
+    correct_count,
+    difference_interval,
+    format_accuracy,
+    format_difference,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize("correct, total, low, high", [
@@ -18,6 +25,23 @@ from beyond.intervals import accuracy_record, correct_count, format_accuracy, wi
 ])
 def test_wilson_interval_matches_newcombes_published_values(correct, total, low, high):
     assert wilson_interval(correct, total) == pytest.approx((low, high), abs=5e-5)
+
+
+@pytest.mark.parametrize("a, n, b, m, low, high", [
+    # Newcombe (1998), Statistics in Medicine 17:873-890, Table II, method 10 (score interval, no correction)
+    (56, 70, 48, 80, 0.0524, 0.3339),
+    (9, 10, 3, 10, 0.1705, 0.8090),
+    (6, 7, 2, 7, 0.0582, 0.8062),
+    (5, 56, 0, 29, -0.0381, 0.1926),
+])
+def test_difference_interval_matches_newcombes_published_values(a, n, b, m, low, high):
+    assert difference_interval(a, n, b, m) == pytest.approx((low, high), abs=5e-5)
+
+
+def test_the_baseline_and_the_chapter_are_within_chance():
+    # TF-IDF's 290/300 against the chapter's 287/300: one point, three messages
+    assert format_difference(290, 300, 287, 300) == "+1.00 points (95% CI -2.23 to +4.30): within chance"
+    assert format_difference(290, 300, 235, 300).endswith("beyond chance")  # the book's 6.1 (78.33%)
 
 
 def test_the_chapters_test_accuracy_with_count_and_interval():
