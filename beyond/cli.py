@@ -180,6 +180,7 @@ def _add_bonus_flags(parser):
                        help="target value the cross entropy ignores (the bonus script's --ignore_index; -100: none)")
     return parser
 
+
 def _add_honest_flags(parser):
     """How sure a figure is: several seeds, or another protocol than the chapter's one split."""
     honest = parser.add_argument_group("how sure the numbers are")
