@@ -2,6 +2,8 @@
 
     python benchmarks/duplicate_table.py                          # the chapter's split (seed 123) and --dedupe
     python benchmarks/duplicate_table.py --seeds 123,124,125,126,127   # the leak under other seeds' splits too
+    python benchmarks/duplicate_table.py --classifier outputs          # also a saved classifier's accuracy on
+                                                                        # the leaked and the clean test messages
 
 Uses the real SMS data ($SMS_SPAM_ZIP, data/'s download, or --data). "Exact": the same text; "normalised": the
 same text up to case and spacing (beyond/duplicates.py).
@@ -17,9 +19,12 @@ sys.path.insert(0, str(REPO))
 
 import spam_dataset  # after the sys.path line, so the script runs from anywhere
 from beyond.baseline import fit_tfidf_baseline
+from beyond.checkpoints import load_classifier
 from beyond.duplicates import count_distinct, duplicate_report, leaked_and_clean_accuracy
 from beyond.intervals import format_accuracy
+from beyond.prediction import class_probabilities
 from beyond.seeds import parse_seeds
+from gpt_download import get_gpt2_tokenizer
 
 
 def split_row(data_path, work, seed, dedupe):
@@ -35,14 +40,20 @@ def split_row(data_path, work, seed, dedupe):
             f"{normalised['test_in_train_or_validation']} |")
 
 
-def baseline_on_leaked_and_clean(data_path, work):
-    """The TF-IDF baseline's accuracy on the chapter's leaked and clean test messages: does the leak flatter it?"""
+def leaked_and_clean_line(data_path, work, classifier=None):
+    """A model's accuracy on the chapter's leaked and clean test messages (does the leak flatter it?): the TF-IDF
+    baseline, or a saved classifier trained on the chapter's split (seed 123)."""
     splits = spam_dataset.prepare_spam_splits(data_path, Path(work) / "baseline", verbose=False)
     train, test = (spam_dataset.read_split(splits[name]) for name in ("train", "test"))
-    model = fit_tfidf_baseline(train["Text"], train["Label"])
-    right = model.predict(test["Text"].tolist()) == test["Label"].to_numpy()
+    if classifier is None:
+        name, predicted = "TF-IDF baseline", fit_tfidf_baseline(train["Text"], train["Label"]).predict(test["Text"])
+    else:
+        model, info = load_classifier(classifier)
+        p_spam = class_probabilities(test["Text"].tolist(), model, get_gpt2_tokenizer(), "cpu", info["max_length"])
+        name, predicted = f"classifier {classifier}", p_spam.argmax(dim=-1).numpy()
+    right = predicted == test["Label"].to_numpy()
     parts = leaked_and_clean_accuracy(duplicate_report(splits["train"], splits["validation"], test), right)
-    return (f"TF-IDF baseline on the chapter's test split: all {format_accuracy(right.sum(), len(right))}; leaked "
+    return (f"{name} on the chapter's test split: all {format_accuracy(right.sum(), len(right))}; leaked "
             f"{format_accuracy(parts['leaked']['correct'], parts['leaked']['total'])}; clean "
             f"{format_accuracy(parts['clean']['correct'], parts['clean']['total'])}")
 
@@ -51,6 +62,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None, help="the SMS data (default: $SMS_SPAM_ZIP, else data/'s download)")
     parser.add_argument("--seeds", type=parse_seeds, default=[123], help="split seeds (default 123, the chapter's)")
+    parser.add_argument("--classifier", default=None,
+                        help="a saved classifier (file or output folder) trained on the chapter's split, seed 123")
     args = parser.parse_args(argv)
     data_path = args.data or spam_dataset.find_local_sms_zip()
     if data_path is None:
@@ -68,7 +81,9 @@ def main(argv=None):
         for dedupe in (False, True):
             for seed in args.seeds:
                 print(split_row(data_path, work, seed, dedupe))
-        print("\n" + baseline_on_leaked_and_clean(data_path, work))
+        print("\n" + leaked_and_clean_line(data_path, work))
+        if args.classifier:
+            print(leaked_and_clean_line(data_path, work, args.classifier))
     return 0
 
 
