@@ -6,6 +6,7 @@ benchmarks/results/bonus_table.md (and the raw numbers to bonus_table.json).
 
     python benchmarks/bonus_table.py                   # test mode: the tiny random GPT on the real SMS data
     python benchmarks/bonus_table.py --rows 1 3 11     # only some rows
+    python benchmarks/bonus_table.py --seeds 123,124,125,126,127   # each row over 5 seeds: mean ± sd
     python benchmarks/bonus_table.py --gpt2-small-random --num-epochs 1   # GPT-2 small's shape, random weights
                                                        # (no download; hours on a laptop CPU, minutes on a GPU)
 
@@ -24,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from beyond import cli  # after the sys.path line, so the script runs from anywhere
+from beyond.seeds import parse_seeds, summarise
 
 # The chapter's rows: (number, model, weights, token position, trainable layers, context length, flags).
 # Facts (row numbers and settings) from the chapter's bonus table; rows needing other GPT-2 sizes are marked.
@@ -80,13 +82,15 @@ def parse_args(argv=None):
     parser.add_argument("--gpt2-small-random", action="store_true",
                         help="GPT-2 small's shape with random weights instead of the tiny test-mode model")
     parser.add_argument("--results-dir", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--seeds", type=parse_seeds, default=None,
+                        help="run each row once per seed, e.g. 123,124,125 (split and head change): mean ± sd")
     return parser.parse_args(argv)
 
 
-def run_row(row, args, results_dir):
+def run_row(row, args, results_dir, seed=None):
     """One train_classifier.py run for a table row; returns the numbers for its table line."""
-    number, flags = row[0], row[6]
-    out = results_dir / "runs" / f"row{number:02d}"
+    number, flags = row[0], row[6] + ([] if seed is None else ["--seed", str(seed)])
+    out = results_dir / "runs" / f"row{number:02d}" / ("" if seed is None else f"seed-{seed}")
     cli_args = ["--data-dir", str(results_dir / "data"), "--output-dir", str(out), "--num-epochs", str(args.num_epochs),
            "--lr", str(args.lr)]
     if args.data:
@@ -107,10 +111,23 @@ def run_row(row, args, results_dir):
             "test_f1": metrics.get("classification_metrics", {}).get("test", {}).get("f1")}
 
 
+def run_row_over_seeds(row, args, results_dir):
+    """run_row once per --seeds seed; its table line then shows the test accuracy's mean ± sd."""
+    runs = [run_row(row, args, results_dir, seed) for seed in args.seeds]
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return {**failed[0], "seconds": sum(r["seconds"] for r in runs)}
+    mean = {key: summarise([r[key] for r in runs])["mean"] for key in ("train_acc", "val_acc", "training_seconds")}
+    f1 = None if None in [r["test_f1"] for r in runs] else summarise([r["test_f1"] for r in runs])["mean"]
+    return {**runs[0], **mean, "test_f1": f1, "seconds": sum(r["seconds"] for r in runs),
+            "test_acc": summarise([r["test_acc"] for r in runs]), "seeds": list(args.seeds)}
+
+
 def markdown_table(rows, results, args):
     """The chapter's columns, our numbers, and the wall time of each row."""
     model_note = "GPT-2 small shape, random weights" if args.gpt2_small_random else "tiny random GPT (test mode)"
-    lines = [(f"Model actually run: {model_note}; {args.num_epochs} epoch(s), lr {args.lr:g}; CPU "
+    seeds = f"; mean ± sd over seeds {','.join(map(str, args.seeds))}" if args.seeds else ""
+    lines = [(f"Model actually run: {model_note}; {args.num_epochs} epoch(s), lr {args.lr:g}{seeds}; CPU "
               f"({os.cpu_count()} cores); times are wall-clock seconds."), "",
              ("| | Model | Weights | Trainable token position | Trainable layers | Context length | "
               "Training acc | Validation acc | Test acc | Test F1 (spam) | Training time | Row time | Trainer |"),
@@ -125,8 +142,11 @@ def markdown_table(rows, results, args):
             lines.append(head + f" failed ({r['error']}) | | | | | {r['seconds']:.1f} s | |")
         else:
             f1 = "" if r["test_f1"] is None else f"{r['test_f1'] * 100:.2f}%"
+            test = r["test_acc"]
+            test = (f"{test['mean'] * 100:.2f}% ± {(test['sd'] or 0) * 100:.2f}" if isinstance(test, dict)
+                    else f"{test * 100:.2f}%")
             lines.append(head + f" {r['train_acc'] * 100:.2f}% | {r['val_acc'] * 100:.2f}% | "
-                         f"{r['test_acc'] * 100:.2f}% | {f1} | {r['training_seconds']:.1f} s | "
+                         f"{test} | {f1} | {r['training_seconds']:.1f} s | "
                          f"{r['seconds']:.1f} s | {r['trainer']} |")
     return "\n".join(lines) + "\n"
 
@@ -145,7 +165,7 @@ def main(argv=None):
     results = {}
     for row in rows:
         print(f"\n=== row {row[0]}: {' '.join(row[6]) or '(the chapter settings)'} ===", flush=True)
-        results[row[0]] = run_row(row, args, results_dir)
+        results[row[0]] = run_row_over_seeds(row, args, results_dir) if args.seeds else run_row(row, args, results_dir)
         print(f"=== row {row[0]} took {results[row[0]]['seconds']:.1f} s ===", flush=True)
     table = markdown_table(ROWS, results, args)
     for name, text in (("bonus_table.md", table), ("bonus_table.json", json.dumps(results, indent=2))):

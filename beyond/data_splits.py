@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from beyond.duplicates import drop_duplicate_texts
 from beyond.own_data import clean_rows, load_spam_dataframe
 from beyond.synthetic_data import SYNTHETIC_NOTE, make_synthetic_spam_data
 from gpt_download import atomic_write, is_valid_file
@@ -45,11 +46,13 @@ def find_local_sms_zip(data_dir="data"):
 
 
 def prepare_spam_splits(data=None, data_dir="data", *, offline=False, text_column=None, label_column=None,
-                        encoding=None, balance=True, train_frac=0.7, validation_frac=0.1, verbose=True):
+                        encoding=None, balance=True, train_frac=0.7, validation_frac=0.1, verbose=True,
+                        dedupe=False, seed=123):
     """Load (or download, or synthesise), balance, split 70/10/20 and write data_dir/{train,validation,test}.csv.
 
     data: None (download the SMS data; offline: find_local_sms_zip's, else the synthetic sample), "synthetic",
     a path (the UCI zip, the TSV, a folder, or your CSV/TSV), or a DataFrame with columns Label, Text.
+    dedupe: first drop repeated texts (ignoring case and spacing; beyond/duplicates.py reports them).
     Returns {"train", "validation", "test": Path, "label_names": [...], "source": str, "num_rows": {...}, ...}.
     """
     data_dir = Path(data_dir)
@@ -83,6 +86,10 @@ def prepare_spam_splits(data=None, data_dir="data", *, offline=False, text_colum
         raise DataError(f"{source}: the label column holds one class only ({list(class_counts)}); a classifier "
                         f"needs at least two classes")
     num_loaded = len(df)
+    if dedupe:
+        df = drop_duplicate_texts(df)
+    if seed != 123:  # 123 is the chapter's split; another seed reorders the rows before its fixed samples
+        df = df.sample(frac=1, random_state=seed).reset_index(drop=True)
     if balance:
         df = create_balanced_dataset(df)
     # Class ids in sorted label order: the SMS data gets the chapter's ham -> 0, spam -> 1.
@@ -101,8 +108,9 @@ def prepare_spam_splits(data=None, data_dir="data", *, offline=False, text_colum
                 "validation": len(validation_df), "test": len(test_df)}
     if verbose:
         print(f"Data: {source}; {num_loaded} rows {class_counts}, "
-              f"{'balanced to ' + str(len(df)) if balance else 'not balanced'}; "
+              f"{'deduplicated, ' if dedupe else ''}{'balanced to ' + str(len(df)) if balance else 'not balanced'}; "
               f"train/validation/test = {num_rows['train']}/{num_rows['validation']}/{num_rows['test']} in {data_dir}")
     return {**paths, "label_names": label_names, "source": source, "num_rows": num_rows,
-            "class_counts": class_counts, "balanced": bool(balance), "synthetic": bool(df.attrs.get("synthetic")),
+            "class_counts": class_counts, "balanced": bool(balance), "deduplicated": bool(dedupe),
+            "synthetic": bool(df.attrs.get("synthetic")),
             "note": note}

@@ -17,6 +17,7 @@ from beyond import data_loaders, data_splits, gpt2_tokenizer
 from beyond.activation_cache import ActivationCache, parse_size
 from beyond.bonus_training import AVERAGE_EMBEDDINGS, TRAINABLE_TOKEN_POSITIONS, train_classifier_simple
 from beyond.checkpoints import save_classifier
+from beyond.cross_validation import run_cross_validation
 from beyond.distributed import (
     cleanup_distributed,
     distribute_training,
@@ -26,6 +27,7 @@ from beyond.distributed import (
     rank0_first,
     setup_distributed,
 )
+from beyond.duplicates import duplicate_report, format_duplicate_line
 from beyond.experiments import LORA_SCALINGS, TRAINABLE_LAYERS, count_trainable_parameters, setup_classifier
 from beyond.fast_trainer import (
     FAST_PRECISIONS,
@@ -34,8 +36,10 @@ from beyond.fast_trainer import (
     train_classifier_fast,
     why_not_fast,
 )
+from beyond.intervals import accuracy_records, format_accuracy
 from beyond.metrics import classification_metrics, format_metrics_table, plot_confusion_matrix, predict_labels
 from beyond.model_setup import WEIGHTS_FORMATS, build_model_with_base, is_test_mode, threads_for_test_mode
+from beyond.seeds import parse_seeds, run_over_seeds
 from gpt_download import atomic_write
 from train_classifier import plot_values
 
@@ -69,6 +73,7 @@ def add_train_arguments(parser):
     _add_data_flags(parser)
     _add_speed_flags(parser)
     _add_bonus_flags(parser)
+    _add_honest_flags(parser)
     return parser
 
 
@@ -113,6 +118,9 @@ def _add_data_flags(parser):
     data.add_argument("--encoding", default=None, help="encoding of your own CSV (e.g. latin-1)")
     data.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
                       help="undersample the larger classes to the smallest one, as the chapter does (default: on)")
+    data.add_argument("--dedupe", action="store_true",
+                      help="drop repeated messages (ignoring case and spacing) before balancing and splitting, so "
+                           "no test message is also in training (the chapter keeps them)")
     return parser
 
 
@@ -162,6 +170,19 @@ def _add_bonus_flags(parser):
     bonus.add_argument("--ignore-index", type=int, default=-100,
                        help="target value the cross entropy ignores (the bonus script's --ignore_index; -100: none)")
     return parser
+
+def _add_honest_flags(parser):
+    """How sure a figure is: several seeds, or another protocol than the chapter's one split."""
+    honest = parser.add_argument_group("how sure the numbers are")
+    honest.add_argument("--seeds", type=parse_seeds, default=None,
+                        help="repeat the run for each seed, e.g. 123,124,125 (the split and the head's start "
+                             "change; --seed 123 is the chapter's): mean, standard deviation and range")
+    honest.add_argument("--protocol", choices=("chapter", "cv5"), default="chapter",
+                        help="chapter: its balanced 70/10/20 split (default); cv5: 5-fold stratified cross-"
+                             "validation on all deduplicated messages, unbalanced, GPT-2 beside the TF-IDF baseline")
+    return parser
+
+
 
 
 def _check_numbers(args):
@@ -251,6 +272,18 @@ def _write_outputs(output_dir, writers):
 
 
 def run_train(args):
+    """One training run, one per --seeds seed, or the --protocol cv5 cross-validation."""
+    if args.protocol == "cv5":
+        if args.seeds:
+            raise ValueError("--seeds and --protocol cv5 do not combine (cv5 already trains five times); pass "
+                             "one --seed instead.")
+        return run_cross_validation(args)
+    if args.seeds:
+        return run_over_seeds(run_training, args, args.seeds)
+    return run_training(args)
+
+
+def run_training(args):
     """The whole training run: data, model, training, accuracies, outputs; returns the metrics dict."""
     try:
         with threads_for_test_mode(args.test_mode), printing_on_rank0_only():  # under torchrun: one log
@@ -310,7 +343,10 @@ def _data_and_model(args, test_mode):
     rank0_first("start")  # torchrun: rank 0 downloads and writes the splits first, the others then read them
     splits = data_splits.prepare_spam_splits(args.data, args.data_dir, offline=test_mode,
                                              text_column=args.text_column, label_column=args.label_column,
-                                             encoding=args.encoding, balance=args.balance)
+                                             encoding=args.encoding, balance=args.balance,
+                                             dedupe=args.dedupe, seed=args.seed)
+    print(format_duplicate_line(duplicate_report(splits["train"], splits["validation"], splits["test"]),
+                                splits["label_names"]))
     tokenizer = gpt2_tokenizer.get_gpt2_tokenizer(args.models_dir)
     model, cfg, base = build_model_with_base(args.model_size, args.weights, args.models_dir, test_mode=test_mode,
                                              weights_format=args.weights_format, seed=args.seed)
@@ -377,12 +413,13 @@ def _final_metrics(args, trainer, model, loaders, device, label_names, fast_cach
     splits = ("train", "validation", "test")
     results = {split: classification_metrics(*predictions(loader), len(label_names))
                for split, loader in zip(splits, loaders)}
-    accuracies = {}
+    accuracies = {"accuracy_intervals": accuracy_records(results)}  # counts and 95% intervals, for metrics.json
     for split, key, name in zip(splits, ("train_accuracy", "val_accuracy", "test_accuracy"),
                                 ("Training", "Validation", "Test")):
         # an empty split has no accuracy: nan, as calc_accuracy_loader says
         accuracies[key] = results[split]["accuracy"] if results[split]["num_examples"] else float("nan")
-        print(f"{name} accuracy: {accuracies[key] * 100:.2f}%")
+        record = accuracies["accuracy_intervals"][split]
+        print(f"{name} accuracy: {format_accuracy(record['correct'], record['total'])}")
     classification = {split: results[split] for split in ("validation", "test")}
     print(format_metrics_table(classification, label_names))
     return accuracies, classification
@@ -431,3 +468,4 @@ def _write_run_outputs(args, model, cfg, base, metrics, settings, start):
         "metrics.json": write_metrics,  # last: its total_seconds counts the other outputs too
     })
     print("Wrote " + ", ".join(written))
+
