@@ -19,6 +19,7 @@ import torch
 import gpt_download
 import spam_dataset
 from beyond.activation_cache import cache_report, parse_size, release_cache
+from beyond.app import serve_main
 from beyond.checkpoints import save_classifier
 from beyond.classifier_commands import USER_ERRORS, attack_main, explain_main, predict_main, print_error
 from beyond.distributed import (
@@ -71,7 +72,7 @@ def build_arg_parser():
     parser = argparse.ArgumentParser(
         prog="train_classifier.py",
         description="Fine-tune GPT-2 into a spam classifier (chapter 6). --test-mode: tiny model, offline, seconds. "
-                    "`train_classifier.py predict|explain|attack --help`: use a trained classifier.",
+                    "`train_classifier.py predict|explain|attack|serve --help`: use a trained classifier.",
     )
     _add_chapter_flags(parser)
     _add_data_flags(parser)
@@ -463,6 +464,8 @@ def main(argv=None):
         return attack_main(argv[1:])
     if argv[:1] == ["explain"]:
         return explain_main(argv[1:])
+    if argv[:1] == ["serve"]:
+        return serve_main(argv[1:])
     args = build_arg_parser().parse_args(normalise_flag_spelling(argv))
     try:
         with warnings.catch_warnings():
