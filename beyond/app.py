@@ -12,6 +12,7 @@ import argparse
 import html
 import importlib.metadata
 import os
+import shutil
 import sys
 import tempfile
 
@@ -82,7 +83,7 @@ class SpamPage:
             self.load()
         except USER_ERRORS as exc:
             return problem(exc)
-        return f"Type a message and the classifier `{html.escape(str(self.checkpoint))}` says whether it is spam."
+        return f"Type a message and the classifier {html.escape(str(self.checkpoint))} says whether it is spam."
 
     def reply(self, text):
         """The answer to one message: label and P(spam), its tokens coloured, a note when it was cut."""
@@ -148,6 +149,10 @@ def serve(page, host="127.0.0.1", port=8000):
         @cl.on_message
         async def answer(message):
             await cl.Message(content=await cl.make_async(page.reply)(message.content)).send()
+
+        @cl.on_app_shutdown
+        def remove_chainlit_files():  # chainlit ends the process (os._exit) right after this: no `with` exit
+            shutil.rmtree(root, ignore_errors=True)
 
         config.run.headless = True  # print the address instead of opening a browser
         print(f"Serving {page.checkpoint} at http://{host}:{port} (Ctrl-C stops it)", flush=True)

@@ -164,16 +164,17 @@ sys.addaudithook(_record)
 def serving(checkpoint, tmp_path):
     """`train_classifier.py serve` on a free port of 127.0.0.1 until the block ends (then always stopped).
 
-    It runs in tmp_path/cwd, which must stay empty, and must connect nowhere, even with chainlit's Literal AI
-    data layer asked for (at a refused local address) by the environment.
+    It runs in tmp_path/cwd and leaves it and its temporary folder empty, and connects nowhere, even with
+    chainlit's Literal AI data layer asked for (at a refused local address) by the environment.
     """
-    port, cwd, hook, log = _free_port(), tmp_path / "cwd", tmp_path / "hook", tmp_path / "serve.log"
-    cwd.mkdir()
-    hook.mkdir()
+    port, log = _free_port(), tmp_path / "serve.log"
+    cwd, hook, tmp = tmp_path / "cwd", tmp_path / "hook", tmp_path / "tmp"
+    for folder in (cwd, hook, tmp):
+        folder.mkdir()
     (hook / "sitecustomize.py").write_text(RECORD_CONNECTIONS)
     connections = tmp_path / "connections.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(REPO)]),
-           "APP_TEST_CONNECTIONS": str(connections), "LITERAL_API_KEY": "test",
+           "TMPDIR": str(tmp), "APP_TEST_CONNECTIONS": str(connections), "LITERAL_API_KEY": "test",
            "LITERAL_API_URL": f"http://127.0.0.1:{_free_port()}"}
     with open(log, "w") as out:
         server = subprocess.Popen([sys.executable, str(REPO / "train_classifier.py"), "serve", "--checkpoint",
@@ -197,7 +198,7 @@ def serving(checkpoint, tmp_path):
             server.wait(timeout=10)
     assert "Traceback" not in log.read_text()
     assert not connections.exists() or connections.read_text() == ""
-    assert list(cwd.iterdir()) == []  # chainlit's files went with the server
+    assert list(cwd.iterdir()) == [] and list(tmp.iterdir()) == []  # chainlit's files went with the server
 
 
 def answers(driver):
