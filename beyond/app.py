@@ -21,7 +21,7 @@ from beyond import look_inside
 from beyond.checkpoints import load_classifier
 from beyond.classifier_commands import USER_ERRORS, print_error
 from beyond.model_setup import resolve_device
-from beyond.prediction import class_probabilities
+from beyond.prediction import class_probabilities, encode_for_classifier
 
 SPAM = look_inside.SPAM  # class 1 is spam, as in the chapter
 
@@ -99,17 +99,20 @@ class SpamPage:
                                             **options)[0]
         label_id = int(probabilities.argmax())
         label = s["labels"][label_id] if label_id < len(s["labels"]) else str(label_id)
-        # occlusion: P(spam) lost when a token is deleted; padded as in training, as the explain command does
-        why = look_inside.explain(text, model, tokenizer, max_length=s["max_length"] if s["pad"] else None,
-                                  **options)
-        shown = [token.replace("\n", "\u21b5") for token in why["tokens"]]  # a blank line would end the HTML
+        # the ids class_probabilities read, each token scored by occlusion (P(spam) lost when it is deleted)
+        limit = model.pos_emb.weight.shape[0]
+        ids = encode_for_classifier(text, tokenizer, limit, s["max_length"], s["pad_token_id"], pad=s["pad"])
+        scores = look_inside.attributions(model, ids, "occlusion", keep_length=s["pad"] and bool(s["max_length"]),
+                                          **options)
+        tokens = [t.replace("\n", "\u21b5") for t in look_inside.token_strings(ids[:len(scores)], tokenizer)]
         lines = [f"**{html.escape(label)}** · P(spam) = {probabilities[SPAM]:.4f}",
-                 look_inside.tokens_html(shown, why["scores"]),
+                 look_inside.tokens_html(tokens, scores),  # one line: a blank line would end the HTML block
                  "Red tokens pushed towards spam, blue ones towards ham (P(spam) lost when the token is deleted)."]
         total = len(tokenizer.encode(text, disallowed_special=()))
-        if total > len(why["tokens"]):
+        if total > len(tokens):
+            why = "its training length" if s["max_length"] else "the model's context length"
             lines.append(f"*Note: the message has {total} tokens; the classifier read only the first "
-                         f"{len(why['tokens'])}, the length it was trained on.*")
+                         f"{len(tokens)} ({why}).*")
         return "\n\n".join(lines)
 
 

@@ -16,6 +16,7 @@ import torch
 
 import gpt_download
 import gpt_model
+from beyond import cli
 from beyond.app import SpamPage
 from beyond.checkpoints import save_classifier
 from beyond.model_setup import build_model
@@ -27,12 +28,12 @@ LONG_TEXT = "Hi, are we still meeting at the station at six tonight or should I 
 MAX_LENGTH = 12  # shorter than LONG_TEXT, longer than SPAM_TEXT
 
 
-def save_tiny_classifier(path, seed=1):
+def save_tiny_classifier(path, seed=1, padded=True):
     """A test-mode classifier as training saves it (small checkpoint: the new head, the base from its seed)."""
     model, cfg = build_model(test_mode=True, seed=123)
     torch.manual_seed(seed)
     model.out_head = torch.nn.Linear(cfg["emb_dim"], 2)
-    return save_classifier(path, model, cfg, ["ham", "spam"], MAX_LENGTH)
+    return save_classifier(path, model, cfg, ["ham", "spam"], MAX_LENGTH, padded=padded)
 
 
 def num_tokens(text):
@@ -62,8 +63,22 @@ def test_reply_gives_label_probability_and_one_coloured_span_per_token(tmp_path)
 def test_reply_notes_a_message_cut_to_the_training_length(tmp_path):
     save_tiny_classifier(tmp_path / "classifier.pt")
     reply = SpamPage(tmp_path).reply(LONG_TEXT)
-    assert f"the message has {num_tokens(LONG_TEXT)} tokens; the classifier read only the first {MAX_LENGTH}" in reply
+    assert f"has {num_tokens(LONG_TEXT)} tokens; the classifier read only the first {MAX_LENGTH} (its training" in reply
     assert reply.count("<span title=") == MAX_LENGTH
+
+
+def test_reply_for_a_classifier_trained_without_padding_scores_what_it_reads(tmp_path):
+    checkpoint = save_tiny_classifier(tmp_path / "classifier.pt", padded=False)
+    reply = SpamPage(tmp_path).reply(LONG_TEXT)
+    label, p = p_spam(checkpoint, LONG_TEXT)
+    assert reply.startswith(f"**{label}** · P(spam) = {p:.4f}")
+    assert reply.count("<span title=") == MAX_LENGTH and f"read only the first {MAX_LENGTH} (" in reply
+
+
+def test_serve_is_a_subcommand(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["serve", "--help"])
+    assert exc.value.code == 0 and "--checkpoint" in capsys.readouterr().out
 
 
 def test_reply_shows_newlines_without_ending_the_html(tmp_path):
@@ -96,7 +111,7 @@ def test_the_chapters_state_dict_with_max_length_and_labels(tmp_path):
     reply = SpamPage(path, max_length=5, labels=["fine", "junk"]).reply(SPAM_TEXT)
     label, p = p_spam(path, SPAM_TEXT, max_length=5, label_names=["fine", "junk"])
     assert reply.startswith(f"**{label}** · P(spam) = {p:.4f}")
-    assert "read only the first 5," in reply
+    assert "read only the first 5 (" in reply
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -247,7 +262,7 @@ def test_page_answers_with_label_probability_and_coloured_tokens(browser, tmp_pa
         assert all("background: rgba(" in s.get_attribute("style") for s in spans)
         assert "Note:" not in answer.text
 
-        assert f"read only the first {MAX_LENGTH}," in ask(browser, LONG_TEXT).text
+        assert f"read only the first {MAX_LENGTH} (" in ask(browser, LONG_TEXT).text
 
         # chainlit's composer will not send an empty message: nothing happens, and the page goes on answering
         count = len(answers(browser))
