@@ -11,6 +11,7 @@ stylesheet and works without them.
 import argparse
 import html
 import importlib.metadata
+import importlib.util
 import os
 import shutil
 import sys
@@ -181,6 +182,10 @@ def serve_main(argv=None):
     args = parser.parse_args(argv)
     if args.max_length is not None and args.max_length < 1:
         parser.error(f"--max-length must be at least 1 (got {args.max_length})")
+    if importlib.util.find_spec("chainlit") is None:
+        print_error("The page needs chainlit, which is not installed; pip install -r requirements.txt (or pip "
+                    "install -e .[app]).")
+        return 1
     page = SpamPage(args.checkpoint, args.device, args.models_dir, args.max_length, args.labels)
     try:
         page.load()  # now, so the first message is quick and a problem shows here too

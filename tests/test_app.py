@@ -81,6 +81,13 @@ def test_serve_is_a_subcommand(capsys):
     assert exc.value.code == 0 and "--checkpoint" in capsys.readouterr().out
 
 
+def test_serve_without_chainlit_says_how_to_install_it(monkeypatch, capsys):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "chainlit" else find_spec(name, *a))
+    assert cli.main(["serve", "--checkpoint", "outputs"]) == 1
+    assert capsys.readouterr().err.startswith("error: The page needs chainlit, which is not installed; pip install")
+
+
 def test_reply_shows_newlines_without_ending_the_html(tmp_path):
     save_tiny_classifier(tmp_path / "classifier.pt")
     reply = SpamPage(tmp_path).reply("Call\n\nnow")
