@@ -2,10 +2,10 @@
 
 `python train_classifier.py serve --checkpoint outputs` serves it on http://127.0.0.1:8000. Each message gets
 its label, P(spam) (prediction.class_probabilities) and its tokens coloured by occlusion (look_inside: red pushed
-towards spam, blue towards ham). Chainlit keeps its files (config, translations, uploads) in a temporary folder
-deleted when the server stops, so nothing lands where you run it. The server makes no outside calls (chainlit 2
-has no telemetry; its Literal AI data layer is switched off here); the page links Google's fonts and KaTeX's
-stylesheet and works without them.
+towards spam, blue towards ham). Chainlit keeps its files (config, translations, session files) in a temporary
+folder deleted when the server stops, so nothing lands where you run it. Nothing calls outside: chainlit 2 has no
+telemetry, its Literal AI data layer is switched off here, and its page loses its links to Google's fonts and
+KaTeX's stylesheet.
 """
 
 import argparse
@@ -13,6 +13,7 @@ import html
 import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -42,6 +43,7 @@ enabled = false
 name = "Spam classifier"
 default_theme = "light"
 cot = "hidden"
+custom_build = "build"          # chainlit's page without its links to Google's fonts and KaTeX's stylesheet
 
 [meta]
 generated_by = "{version}"
@@ -129,10 +131,24 @@ def write_chainlit_files(root):
         f.write(CHAINLIT_CONFIG.format(version=importlib.metadata.version("chainlit")))
     with open(os.path.join(root, "chainlit.md"), "w", encoding="utf-8") as f:
         f.write(WELCOME)
+    write_offline_frontend(os.path.join(root, "build"))
     target = os.path.join(root, "page.py")  # chainlit runs a file: the callbacks are registered by serve
     with open(target, "w", encoding="utf-8") as f:
         f.write("# The spam classifier's page: beyond.app.serve registers its callbacks.\n")
     return target
+
+
+def write_offline_frontend(build):
+    """chainlit's built page in build (its files linked), its index.html without links to other sites."""
+    dist = os.path.join(importlib.util.find_spec("chainlit").submodule_search_locations[0], "frontend", "dist")
+    os.makedirs(build)
+    for name in os.listdir(dist):
+        if name != "index.html":
+            os.symlink(os.path.join(dist, name), os.path.join(build, name))
+    with open(os.path.join(dist, "index.html"), encoding="utf-8") as f:
+        page = re.sub(r'<link[^>]*href="https://[^"]*"[^>]*>', "", f.read())  # fonts, preconnects, KaTeX
+    with open(os.path.join(build, "index.html"), "w", encoding="utf-8") as f:
+        f.write(page)
 
 
 def serve(page, host="127.0.0.1", port=8000):

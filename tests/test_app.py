@@ -2,6 +2,7 @@
 
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -150,6 +151,7 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request, for outside_requests
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -223,6 +225,13 @@ def serving(checkpoint, tmp_path):
     assert list(cwd.iterdir()) == [] and list(tmp.iterdir()) == []  # chainlit's files went with the server
 
 
+def outside_requests(driver):
+    """The web addresses the page asked for, other than the server's, since the last call."""
+    messages = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
+    urls = {m["params"]["request"]["url"] for m in messages if m["method"] == "Network.requestWillBeSent"}
+    return sorted(u for u in urls if u.startswith(("http:", "https:")) and not u.startswith("http://127.0.0.1:"))
+
+
 def answers(driver):
     from selenium.webdriver.common.by import By
 
@@ -278,6 +287,7 @@ def test_page_answers_with_label_probability_and_coloured_tokens(browser, tmp_pa
         assert len(answers(browser)) == count
         browser.find_element(By.ID, "chat-input").clear()
         assert "P(spam) = " in ask(browser, "ok see you later").text
+        assert outside_requests(browser) == []  # no fonts, stylesheets or anything else from other sites
 
 
 @browser_test
