@@ -19,6 +19,7 @@ COMMANDS = {
     "predict": ("beyond.classifier_commands", "label messages with a saved classifier"),
     "explain": ("beyond.classifier_commands", "show which tokens pushed a message towards spam or ham"),
     "attack": ("beyond.classifier_commands", "try to fool a saved classifier, with and without defences"),
+    "serve": ("beyond.app", "serve a saved classifier as a web page (chainlit)"),
 }
 DEFAULT_COMMAND = "train"
 
@@ -102,11 +103,16 @@ def parse_args(argv):
     return build_parser(command).parse_args(argv)
 
 
-def is_user_error(exc):
+def user_errors():
     """The error policy: bad values, missing or corrupt files, no network are the user's to fix (one line)."""
     from gpt_download import DownloadError  # DataError and CheckpointError are ValueErrors
 
-    return isinstance(exc, (ValueError, OSError, DownloadError))
+    return (ValueError, OSError, DownloadError)
+
+
+def is_user_error(exc):
+    """True for an error the user fixes (see user_errors): it ends in one line, not a traceback."""
+    return isinstance(exc, user_errors())
 
 
 def print_error(exc):
@@ -126,7 +132,7 @@ def run_command(args):
             if not args.debug:
                 # Warnings for people (e.g. "12 texts were truncated") as one line each, without source lines.
                 warnings.showwarning = _show_warning_line
-            getattr(_command_module(args.command), f"run_{args.command}")(args)
+            result = getattr(_command_module(args.command), f"run_{args.command}")(args)
     except KeyboardInterrupt:
         if args.debug:
             raise
@@ -137,7 +143,7 @@ def run_command(args):
             raise
         print_error(exc)
         return 1
-    return 0
+    return result if isinstance(result, int) else 0  # a command may return its exit code
 
 
 def main(argv=None):

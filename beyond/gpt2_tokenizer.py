@@ -7,9 +7,10 @@ to tiktoken's own loader, which checks their sha256 (the hashes tiktoken itself 
 
 import functools
 import importlib.util
+import os
 from pathlib import Path
 
-from gpt_download import BPE_SHA256, DownloadError
+from gpt_download import BPE_SHA256, DownloadError, is_valid_file
 
 
 def get_gpt2_tokenizer(models_dir=None):
@@ -44,10 +45,20 @@ def _encoding_from_dir(folder):
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
     from tiktoken_ext.openai_public import r50k_pat_str
 
-    # A local path is read with open(), never fetched; the hashes make tiktoken reject a corrupt copy.
-    ranks = data_gym_to_mergeable_bpe_ranks(str(Path(folder) / "vocab.bpe"), str(Path(folder) / "encoder.json"),
-                                            vocab_bpe_hash=BPE_SHA256["vocab.bpe"],
-                                            encoder_json_hash=BPE_SHA256["encoder.json"])
+    # A local path is read with open(), never fetched. The hashes are checked here: tiktoken checks them only
+    # when it copies the files into its cache, and reading local files needs no cache (nothing left in /tmp).
+    for name, sha256 in BPE_SHA256.items():
+        if not is_valid_file(Path(folder) / name, sha256=sha256):
+            raise ValueError(f"Hash mismatch for {Path(folder) / name}")
+    saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = ""  # tiktoken's switch for "read, do not cache"
+    try:
+        ranks = data_gym_to_mergeable_bpe_ranks(str(Path(folder) / "vocab.bpe"), str(Path(folder) / "encoder.json"))
+    finally:
+        if saved is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = saved
     return tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
                              special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257)
 
