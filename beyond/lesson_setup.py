@@ -57,13 +57,15 @@ def rebuild(upto, model_size="gpt2-small (124M)", epochs=5, batch_size=8):
     setup.batch_size = batch_size
     setup.data_file_path = sms_data_file(setup)
     if stage <= 2:
+        setup.df = pd.read_csv(setup.data_file_path, sep="\t", header=None, names=["Label", "Text"])  # notebook 1
         return setup
-    setup.splits = spam_dataset.prepare_spam_splits(
-        "synthetic" if setup.data_file_path is None else setup.data_file_path, setup.data_dir, verbose=False)
+    setup.splits = spam_dataset.prepare_spam_splits(setup.data_file_path, setup.data_dir, verbose=False)
     setup.label_names = setup.splits["label_names"]
     setup.train_df, setup.val_df, setup.test_df = (pd.read_csv(setup.splits[name])
                                                    for name in ("train", "validation", "test"))
     setup.tokenizer = gpt_download.get_gpt2_tokenizer()
+    if stage == 4:
+        setup.gpt2_settings, setup.params = gpt2_params(setup)
     if stage <= 4:
         return setup
     setup.train_loader, setup.val_loader, setup.test_loader = data_loaders(setup)
@@ -85,39 +87,40 @@ def data_loaders(setup, max_length=None):
 def sms_data_file(setup):
     """The chapter's SMSSpamCollection.tsv: downloaded, or offline from $SMS_SPAM_ZIP or an earlier download.
 
-    None when there is no real data at all; then the synthetic sample stands in (said loudly).
+    With no real data at all, a TSV of the synthetic sample in the same format stands in (said loudly).
     """
     zip_path = setup.data_dir / "sms_spam_collection.zip"
     extracted_path = setup.data_dir / "sms_spam_collection"
-    if setup.offline:
-        local = spam_dataset.find_local_sms_zip(setup.data_dir)
-        if local is None:
-            print(spam_dataset.SYNTHETIC_NOTE)
-            return None
-        if local.suffix == ".tsv":
-            return local
-        if local.resolve() != zip_path.resolve():  # work on a copy: the extraction below may replace a bad zip
-            setup.data_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(local, zip_path)
+    local = spam_dataset.find_local_sms_zip(setup.data_dir) if setup.offline else zip_path
+    if local is None:
+        return synthetic_data_file(setup)
+    if local.suffix == ".tsv":
+        return local
+    if local.resolve() != zip_path.resolve():  # work on a copy: the extraction below may replace a bad zip
+        setup.data_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, zip_path)
     try:
         return spam_dataset.download_and_unzip_spam_data(spam_dataset.SMS_URL, zip_path, extracted_path,
                                                          extracted_path / "SMSSpamCollection.tsv")
     except DOWNLOAD_ERRORS as err:
         print(f"Could not download the SMS Spam Collection ({type(err).__name__}): save {spam_dataset.SMS_URL} as "
-              f"{zip_path.resolve()} and re-run; meanwhile the notebook continues with the SYNTHETIC sample.")
-        return None
+              f"{zip_path.resolve()} and re-run; meanwhile the notebook continues with a synthetic sample.")
+        return synthetic_data_file(setup)
 
 
-def raw_dataframe(setup):
-    """The labelled messages as the chapter reads them (Label, Text), or the synthetic sample."""
-    if setup.data_file_path is None:
-        return spam_dataset.make_synthetic_spam_data()
-    return pd.read_csv(setup.data_file_path, sep="\t", header=None, names=["Label", "Text"])
+def synthetic_data_file(setup):
+    """The synthetic sample written as the chapter's TSV (label, tab, message), so every cell reads it alike."""
+    print(spam_dataset.SYNTHETIC_NOTE)
+    path = setup.data_dir / "synthetic" / "SMSSpamCollection.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spam_dataset.make_synthetic_spam_data().to_csv(path, sep="\t", header=False, index=False)
+    return path
 
 
 def gpt2_params(setup):
     """(settings, params) of OpenAI's GPT-2 as download_and_load_gpt2 returns them; (None, None) offline."""
     if setup.offline:
+        print("offline: no download; the model keeps random weights, so its text below is gibberish.")
         return None, None
     size = setup.model_size.split(" ")[-1].strip("()")
     try:

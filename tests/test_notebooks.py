@@ -49,10 +49,9 @@ LESSONS = {
     "05_classification_head.ipynb": [
         (["param.requires_grad = False", "model.out_head = torch.nn.Linear(",
           "for param in model.trf_blocks[-1].parameters():", "for param in model.final_norm.parameters():"],
-         "train_classifier.replace_head_and_freeze("),
+         "lesson_setup.classification_model("),
     ],
     "06_fine_tune_and_evaluate.ipynb": [
-        (["logits = outputs[:, -1, :]"], "train_classifier.select_token_logits("),
         (["def calc_accuracy_loader(data_loader, model, device, num_batches=None):"],
          "train_classifier.calc_accuracy_loader("),
         (["def calc_loss_batch(input_batch, target_batch, model, device):"], "train_classifier.calc_loss_batch("),
