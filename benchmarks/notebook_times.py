@@ -31,16 +31,21 @@ SERIES_BUDGET_SECONDS = 20 * 60
 
 
 class TimedClient(NotebookClient):
-    """NotebookClient that notes the time of every cell start and every output (stream, display, progress bar)."""
+    """NotebookClient that notes the time of every cell start and everything a learner sees move: printed text,
+    displays and their updates, and widget messages (a notebook's tqdm bar is a widget)."""
+
+    SEEN = ("stream", "display_data", "execute_result", "update_display_data", "clear_output", "comm_open",
+            "comm_msg", "error")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.events = []  # (seconds, cell index)
         self.on_cell_start = lambda cell, cell_index: self.events.append((time.perf_counter(), cell_index))
 
-    def output(self, outs, msg, display_id, cell_index):
-        self.events.append((time.perf_counter(), cell_index))
-        return super().output(outs, msg, display_id, cell_index)
+    def process_message(self, msg, cell, cell_index):
+        if msg.get("msg_type", msg["header"]["msg_type"]) in self.SEEN:
+            self.events.append((time.perf_counter(), cell_index))
+        return super().process_message(msg, cell, cell_index)
 
 
 def matmul_gflops(size=2048, repeats=5):
