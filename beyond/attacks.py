@@ -5,10 +5,8 @@ TF-IDF baseline share the code. Attacks run on held-out spam that the classifier
 when the changed message is called ham (P(spam) below 0.5).
 """
 
-import contextlib
 import copy
 import functools
-import io
 import math
 import random
 import re
@@ -17,6 +15,7 @@ import warnings
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 import spam_dataset
 from beyond import baseline, checkpoints, fast_trainer, look_inside, prediction
@@ -64,6 +63,11 @@ def zero_width(text):
 def odd_spacing(text):
     """F R E E: a space between the letters of every word."""
     return re.sub(r"\S+", lambda m: " ".join(m.group()), text)
+
+
+def visible(text):
+    """text with its invisible characters shown as a middle dot, for printing attacks that hide them."""
+    return text.translate(dict.fromkeys(map(ord, ZERO_WIDTH), "\u00b7"))
 
 
 def drop(text):
@@ -189,15 +193,37 @@ def make_attacks(ham_texts, names=ATTACKS, budget=5, max_pad_messages=8):
     return made
 
 
+def memoised(score_fn):
+    """score_fn that scores each distinct text once: attacks and defences ask about the same texts again and again.
+
+    Scores do not depend on what else is in the batch (every message is padded to the same length), so the
+    answers are the ones score_fn gives; new texts still go to score_fn together, in one call.
+    """
+    known = {}
+
+    def score(texts):
+        texts = list(texts)
+        new = list(dict.fromkeys(t for t in texts if t not in known))
+        if new:
+            known.update(zip(new, (float(p) for p in score_fn(new))))
+        return [known[t] for t in texts]
+
+    return score
+
+
 def caught_spam(score_fn, texts, labels, threshold=THRESHOLD):
     """The spam messages (label 1) the classifier calls spam: the ones worth attacking."""
     spam = [t for t, y in zip(texts, labels) if int(y) == 1]
     return [t for t, p in zip(spam, score_fn(spam)) if p >= threshold] if spam else []
 
 
-def run_attack(score_fn, spam_texts, attack, threshold=THRESHOLD):
-    """Attack every message; a DataFrame with original, attacked, edits, P(spam) after, success."""
-    rows = [dict(zip(("attacked", "edits"), attack(text, score_fn)), original=text) for text in spam_texts]
+def run_attack(score_fn, spam_texts, attack, threshold=THRESHOLD, desc=None):
+    """Attack every message; a DataFrame with original, attacked, edits, P(spam) after, success.
+
+    desc: a progress bar with this label, one step per message (the greedy attack takes seconds per message).
+    """
+    rows = [dict(zip(("attacked", "edits"), attack(text, score_fn)), original=text)
+            for text in tqdm(spam_texts, desc=desc, unit="msg", disable=desc is None, leave=False)]
     after = [float(p) for p in score_fn([r["attacked"] for r in rows])] if rows else []
     for row, p in zip(rows, after):
         row.update(p_spam=p, success=p < threshold)
@@ -276,18 +302,21 @@ def clean_accuracy(score_fn, texts, labels, threshold=THRESHOLD):
 def attack_defence_table(classifiers, test_texts, test_labels, attacks, max_messages=None):
     """One row per (model, defence): clean accuracy, spam caught, then per attack "success% (mean edits)".
 
-    classifiers: {(model name, defence name): score_fn}. Returns (table DataFrame, {row key: {attack:
-    results DataFrame}}) so callers can show examples and curves.
+    classifiers: {(model name, defence name): score_fn}; "spam caught" counts the test spam it catches,
+    "attacked" how many of them the attacks ran on (at most max_messages). Returns (table DataFrame, {row key:
+    {attack: results DataFrame}}) so callers can show examples and curves. A progress bar counts the runs.
     """
     rows, details = [], {}
-    for (model_name, defence), score_fn in classifiers.items():
-        spam = caught_spam(score_fn, test_texts, test_labels)[:max_messages]
-        row = {"model": model_name, "defence": defence,
-               "clean test acc.": f"{clean_accuracy(score_fn, test_texts, test_labels):.1%}",
-               "spam caught": len(spam)}
+    for (model_name, defence), score_fn in tqdm(classifiers.items(), desc="attack x defence", unit="classifier"):
+        score_fn = memoised(score_fn)  # the clean accuracy scores the spam the attacks start from
+        accuracy = clean_accuracy(score_fn, test_texts, test_labels)
+        caught = caught_spam(score_fn, test_texts, test_labels)
+        spam = caught[:max_messages]
+        row = {"model": model_name, "defence": defence, "clean test acc.": f"{accuracy:.1%}",
+               "spam caught": len(caught), "attacked": len(spam)}
         details[model_name, defence] = {}
         for name, attack in attacks.items():
-            results = run_attack(score_fn, spam, attack)
+            results = run_attack(score_fn, spam, attack, desc=f"{model_name}, {defence}: {name}")
             details[model_name, defence][name] = results
             row[name] = format_result(*summarise(results))
         rows.append(row)
@@ -319,8 +348,7 @@ def fine_tune_copy(model, train_df, val_df, tokenizer, device, max_length, *, nu
         for param in part.parameters():
             param.requires_grad = True
     torch.manual_seed(seed)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        # the per-step log, and the warning that long messages are cut to max_length (as in training)
+    with warnings.catch_warnings():  # the warning that long messages are cut to max_length (as in training)
         warnings.simplefilter("ignore", spam_dataset.DataWarning)
         train = spam_dataset.SpamDataset(train_df, tokenizer, max_length=max_length)
         val = spam_dataset.SpamDataset(val_df, tokenizer, max_length=train.max_length)

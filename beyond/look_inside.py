@@ -244,21 +244,22 @@ def pad_attention_share(model, batch, trainable_token_pos="last", pad_token_id=P
 
 
 def plot_read_attention(rows, tokens, title="Attention of the read position"):
-    """Heat maps for one message: per layer (mean over heads), and per head of the last block."""
+    """Heat maps for one message, tokens down the side (readable at notebook width): per layer (mean over the
+    heads), and per head of the last block."""
     import matplotlib.pyplot as plt
 
     rows = torch.as_tensor(rows).cpu()  # [layers, heads, t]
-    labels = [repr(t)[1:-1][:12] for t in tokens]
-    fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.28 * len(tokens) + 2), 2 + 0.3 * (rows.shape[0] + rows.shape[1])),
-                             gridspec_kw={"height_ratios": [rows.shape[0], rows.shape[1]]})
-    for ax, values, ylabel in ((axes[0], rows.mean(dim=1), "layer"), (axes[1], rows[-1], "head (last block)")):
-        image = ax.imshow(values.numpy(), aspect="auto", cmap="viridis")
-        ax.set_ylabel(ylabel)
-        ax.set_yticks(range(values.shape[0]))
-        fig.colorbar(image, ax=ax, fraction=0.03)
-    axes[1].set_xticks(range(len(labels)), labels=labels, rotation=90, fontsize=7)
-    axes[0].set_xticks([])
-    axes[0].set_title(title)
+    labels = [repr(t)[1:-1][:16] for t in tokens]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 1.5 + 0.22 * len(tokens)), sharey=True,
+                             gridspec_kw={"width_ratios": [rows.shape[0], rows.shape[1]]})
+    for ax, values, xlabel in ((axes[0], rows.mean(dim=1), "layer (mean over heads)"),
+                               (axes[1], rows[-1], "head of the last block")):
+        image = ax.imshow(values.T.numpy(), aspect="auto", cmap="viridis")
+        ax.set_xlabel(xlabel)
+        ax.set_xticks(range(values.shape[0]), labels=[str(i + 1) for i in range(values.shape[0])], fontsize=8)
+        fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+    axes[0].set_yticks(range(len(labels)), labels=labels, fontsize=9)
+    fig.suptitle(title)
     fig.tight_layout()
     plt.close(fig)  # a notebook shows the returned figure once; scripts keep no open figures
     return fig
@@ -379,7 +380,7 @@ def plot_threshold(labels, p_spam, threshold=None, n_bins=10, title=""):
     fig, ((hist, roc), (pr, rel)) = plt.subplots(2, 2, figsize=(9, 7))
     for cls, name, color in ((0, "ham", "tab:blue"), (SPAM, "spam", "tab:red")):
         hist.hist(p_spam[labels == cls], bins=20, range=(0, 1), alpha=0.6, color=color, label=name)
-    hist.set(xlabel="P(spam)", ylabel="messages", title="P(spam) per true class", yscale="log")
+    hist.set(xlabel="P(spam)", ylabel="messages", title="P(spam) per true class")
     roc.plot(c["fpr"], c["tpr"], label=f"AUC {c['roc_auc']:.3f}")
     roc.plot([0, 1], [0, 1], ":", color="gray")
     roc.set(xlabel="false positive rate (ham called spam)", ylabel="recall (spam caught)", title="ROC")

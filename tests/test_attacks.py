@@ -172,10 +172,29 @@ def test_attack_defence_table_on_a_toy_classifier():
         {("toy", "none"): toy_score, ("toy", "normalise"): attacks.with_normalisation(toy_score)},
         texts, labels, made)
     assert table["spam caught"].tolist() == [2, 2]
+
     assert table.loc[0, "homoglyphs"].startswith("100%")  # the toy knows only plain Latin words...
     assert table.loc[1, "homoglyphs"] == "0%"  # ...until normalisation folds them back
     assert table.loc[0, "clean test acc."] == "100.0%"
     assert set(details["toy", "none"]) == {"homoglyphs", "greedy"}
+
+
+def test_memoised_score_fn_scores_each_distinct_text_once():
+    asked = []
+
+    def score(texts):
+        asked.append(list(texts))
+        return toy_score(texts)
+
+    memo = attacks.memoised(score)
+    assert memo(["win free cash", "hello", "win free cash"]) == [float(p) for p in toy_score(
+        ["win free cash", "hello", "win free cash"])]
+    assert memo(["hello", "see you"]) == [float(p) for p in toy_score(["hello", "see you"])]
+    assert asked == [["win free cash", "hello"], ["see you"]]
+
+
+def test_visible_shows_zero_width_characters():
+    assert attacks.visible(attacks.zero_width("FREE")) == "F\u00b7R\u00b7E\u00b7E"
 
 
 # --- the GPT-2 classifier through the same code ---
@@ -211,10 +230,10 @@ def test_gpt2_score_fn_gives_the_classifiers_spam_probability(tiny_classifier, t
 def test_attack_report_runs_every_attack_and_defence(tiny_classifier, tokenizer, synthetic_splits):
     table, details = attacks.attack_report(tiny_classifier, tokenizer, "cpu", synthetic_splits, max_length=32,
                                            budget=2, max_messages=3, augment_epochs=1)
-    assert list(table.columns) == ["model", "defence", "clean test acc.", "spam caught", *attacks.ATTACKS]
+    assert list(table.columns) == ["model", "defence", "clean test acc.", "spam caught", "attacked", *attacks.ATTACKS]
     assert [tuple(r) for r in table[["model", "defence"]].to_numpy()] == [
         (model, defence) for model in ("GPT-2", "TF-IDF") for defence in attacks.DEFENCES]
-    assert (table["spam caught"] <= 3).all()
+    assert (table["attacked"] == table["spam caught"].clip(upper=3)).all()  # the count, and the cap apart
     for per_attack in details.values():
         assert (per_attack["greedy"]["edits"] <= 2).all()
 
@@ -243,7 +262,7 @@ def test_cli_attack_prints_the_table(trained_run, capsys):
     assert code == 0, out
     lines = out.splitlines()
     header = next(line for line in lines if "defence" in line)
-    assert header.split() == ["model", "defence", "clean", "test", "acc.", "spam", "caught", "homoglyphs", "greedy"]
+    assert header.split() == ["model", "defence", "clean", "test", "acc.", "spam", "caught", "attacked", "homoglyphs", "greedy"]
     assert sum(line.split()[:2] in (["GPT-2", "none"], ["TF-IDF", "normalise"]) for line in lines) == 2
 
 
