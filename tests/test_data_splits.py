@@ -1,7 +1,6 @@
 """beyond.data_splits: any data source to the chapter's three split files, and finding data already here."""
 
 import zipfile
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,19 +10,12 @@ from beyond.data_splits import find_local_sms_zip, prepare_spam_splits
 from beyond.gpt2_tokenizer import get_gpt2_tokenizer
 from spam_dataset import DataError, create_balanced_dataset, random_split
 
-SHARED_ZIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sms_spam_collection.zip"
-needs_real_data = pytest.mark.skipif(not SHARED_ZIP.is_file(),
-                                     reason=f"real SMS data not found at {SHARED_ZIP} (the team's shared folder)")
+from tiny import SHARED_ZIP, needs_real_data, write
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     return get_gpt2_tokenizer()
-
-
-def write(path, text, encoding="utf-8"):
-    path.write_bytes(text.encode(encoding))
-    return path
 
 
 @needs_real_data

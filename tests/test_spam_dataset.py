@@ -15,19 +15,12 @@ import spam_dataset as sd
 from beyond.gpt2_tokenizer import get_gpt2_tokenizer
 from gpt_download import DownloadError
 
-SHARED_ZIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sms_spam_collection.zip"
-needs_real_data = pytest.mark.skipif(not SHARED_ZIP.is_file(),
-                                     reason=f"real SMS data not found at {SHARED_ZIP} (the team's shared folder)")
+from tiny import SHARED_ZIP, needs_real_data, write
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     return get_gpt2_tokenizer()
-
-
-def write(path, text, encoding="utf-8"):
-    path.write_bytes(text.encode(encoding))
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------------

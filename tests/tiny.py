@@ -1,9 +1,22 @@
-"""Small models and stand-ins shared by the tests (imported as `from tiny import ...`)."""
+"""Small models, stand-ins and data helpers shared by the tests (imported as `from tiny import ...`)."""
+
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import gpt_model
+
+SHARED_ZIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sms_spam_collection.zip"
+needs_real_data = pytest.mark.skipif(not SHARED_ZIP.is_file(),
+                                     reason=f"real SMS data not found at {SHARED_ZIP} (the team's shared folder)")
+
+
+def write(path, text, encoding="utf-8"):
+    """A text file in the given encoding; returns its path."""
+    path.write_bytes(text.encode(encoding))
+    return path
 
 
 def tiny_model(seed=123, **overrides):
