@@ -151,7 +151,7 @@ def _printed(nb):
 
 
 # Figures that measure time differ between runs; so do progress bars (stderr), which _numbers never reads.
-TIMING = re.compile(r"[-+\d.e]+ ?(?:s|ms|seconds?|minutes?|min|MB/s|GFLOP/s|msg/s|it/s)\b|\d+:\d\d")
+TIMING = re.compile(r"[-+\d.,e]+ ?(?:s|ms|seconds?|minutes?|min|MB/s|GFLOP/s|msg/s|it/s)\b|\d+:\d\d")
 
 
 def _numbers(cell):
@@ -162,6 +162,13 @@ def _numbers(cell):
     text = TIMING.sub("", "".join(texts))
     text = re.sub(r"0x[0-9a-f]+|id=\"[^\"]*\"|T_[0-9a-f_]+|row\d+_col\d+", "", text)  # object ids, styler ids
     return re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", text)
+
+
+def test_numbers_leave_out_timings_written_with_thousands_separators():
+    """A speed such as "1,234.5 msg/s" differs between runs; none of its digits may count as a shown number."""
+    cell = nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("stream", name="stdout",
+                                                                       text="accuracy 96.67% at 1,234.5 msg/s\n")])
+    assert _numbers(cell) == ["96.67"]
 
 
 FIGURE_CALLS = ("plt.subplots", "plt.show()", "plot_values(", "display(plot_", "display(look_inside.plot_",
