@@ -114,24 +114,32 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter, **switche
 
 def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
                             *, trainable_token_pos="last", average_embeddings=False, pad_token_id=50256,
-                            ignore_index=-100, accumulation_steps=1):
+                            ignore_index=-100, accumulation_steps=1, controls=None):
     """The bonus script's loop; returns (train_losses, val_losses, train_accs, val_accs, examples_seen).
 
     The token switches go to every loss and accuracy; accumulation_steps > 1 adds up the gradients of that many
     batches (each loss divided by it) before each optimizer step, and the last batch of an epoch always steps.
+    controls (training_controls.TrainingControls; None: the chapter's run): the learning-rate schedule, counted
+    in optimizer steps, clipping before each optimizer step, early stopping after an evaluation, and the best
+    weights back at the end.
     """
     token = {"trainable_token_pos": trainable_token_pos, "average_embeddings": average_embeddings,
              "pad_token_id": pad_token_id}
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
-    examples_seen, global_step = 0, -1
+    examples_seen, global_step, optimizer_step, stop = 0, -1, 0, False
     for epoch in range(num_epochs):
         model.train()
         for batch_idx, (input_batch, target_batch) in enumerate(train_loader):
+            if controls is not None:
+                controls.start_step(optimizer, optimizer_step)
             loss = calc_loss_batch(input_batch, target_batch, model, device, ignore_index=ignore_index, **token)
             (loss / accumulation_steps).backward()
             if (batch_idx + 1) % accumulation_steps == 0 or batch_idx + 1 == len(train_loader):
+                if controls is not None:
+                    controls.clip(model, optimizer_step)
                 optimizer.step()
                 optimizer.zero_grad()
+                optimizer_step += 1
             examples_seen += input_batch.shape[0]
             global_step += 1
             if global_step % eval_freq == 0:
@@ -140,10 +148,18 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
                 train_losses.append(train_loss)
                 val_losses.append(val_loss)
                 print(f"Ep {epoch + 1} (Step {global_step:06d}): "
-                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
+                      + (controls.log_suffix() if controls is not None else ""))
+                stop = controls is not None and controls.evaluated(model, val_loss, global_step)
+                if stop:
+                    break
+        if stop:  # early stopping: out of both loops, without this epoch's accuracy line
+            break
         train_accuracy = calc_accuracy_loader(train_loader, model, device, num_batches=eval_iter, **token)
         val_accuracy = calc_accuracy_loader(val_loader, model, device, num_batches=eval_iter, **token)
         print(f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: {val_accuracy * 100:.2f}%")
         train_accs.append(train_accuracy)
         val_accs.append(val_accuracy)
+    if controls is not None:
+        controls.finish(model)
     return train_losses, val_losses, train_accs, val_accs, examples_seen

@@ -28,6 +28,7 @@ from beyond.intervals import accuracy_record, format_accuracy
 from beyond.model_setup import build_model, is_test_mode, resolve_device, threads_for_test_mode
 from beyond.prediction import class_probabilities
 from beyond.seeds import summarise
+from beyond.training_controls import controls_for
 from gpt_download import atomic_write
 
 N_FOLDS = 5
@@ -117,7 +118,8 @@ def gpt2_spam_probabilities(train_df, test_df, args):
     torch.manual_seed(args.seed)
     train_classifier_fast(model, loaders[0], loaders[1], optimizer, device, args.num_epochs, args.eval_freq,
                           args.eval_iter, precision=args.precision, cache_memory=args.cache_memory,
-                          cache_dir=args.cache_dir)  # its own cache, freed when it returns
+                          cache_dir=args.cache_dir,  # its own cache, freed when it returns
+                          controls=controls_for(args, len(loaders[0])))  # --lr-schedule etc.; None: the chapter's
     return class_probabilities(test_df["Text"].tolist(), model, tokenizer, device, max_length,
                                precision=args.precision)[:, 1].numpy()
 

@@ -250,7 +250,7 @@ def _fast_predictions(model, cache, data_loader, device, num_batches, token):
 
 def train_classifier_fast(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq,
                           eval_iter, *, trainable_token_pos="last", pad_token_id=50256, precision="fp32",
-                          cache_memory=None, cache_dir=None, cache=None):
+                          cache_memory=None, cache_dir=None, cache=None, controls=None):
     """train_classifier_simple's results and printout, sooner: the frozen prefix runs once per message.
 
     Falls back to train_classifier_simple (and says why) when the prefix is not frozen or dropout is on.
@@ -258,7 +258,8 @@ def train_classifier_fast(model, train_loader, val_loader, optimizer, device, nu
     stays fp32 (at a batch of 8 its products cost less than casting its weights each step): faster on CPUs
     with bf16 units, not exact. cache: an ActivationCache the caller holds, so that predict_labels_fast can
     reuse it afterwards; without one, a cache lives for this call, holding cache_memory bytes (or "8GB";
-    default a share of the memory available) and beyond it a file in cache_dir.
+    default a share of the memory available) and beyond it a file in cache_dir. controls: a TrainingControls
+    (schedule, clipping, early stopping), called where train_classifier_simple calls it; None: the chapter's run.
     """
     if precision not in FAST_PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(FAST_PRECISIONS)}.")
@@ -268,31 +269,35 @@ def train_classifier_fast(model, train_loader, val_loader, optimizer, device, nu
         print(f"Fast trainer not used: {reason}. Running the chapter's loop (train_classifier_simple) instead"
               + (" in fp32." if precision != "fp32" else "."))
         return train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs,
-                                       eval_freq, eval_iter, **token)
+                                       eval_freq, eval_iter, controls=controls, **token)
     with _held_or_own(cache, cache_memory, cache_dir) as held:
         held.bind(model, device, precision)
         try:
             # one pass of the frozen blocks over everything the loop will read, in length-sorted chunks
             _warm_cache(model, held, [train_loader.dataset, val_loader.dataset], device=device, **token)
             return _fast_loop(model, held, train_loader, val_loader, optimizer, device, num_epochs, eval_freq,
-                              eval_iter, token)
+                              eval_iter, token, controls)
         except BaseException:  # an error or Ctrl-C: free the memory and the file now, even the caller's cache
             held.close()
             raise
 
 
 def _fast_loop(model, cache, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
-               token):
+               token, controls=None):
     """The chapter's loop line by line, iterating the same loaders the same way: same batches, same RNG draws."""
     train_losses, val_losses, train_accs, val_accs = [], [], [], []
-    examples_seen, global_step = 0, -1
+    examples_seen, global_step, stop = 0, -1, False
     for epoch in range(num_epochs):
         model.train()
         for input_batch, target_batch in train_loader:
             optimizer.zero_grad()
+            if controls is not None:  # one optimizer step per batch here: the step is global_step + 1
+                controls.start_step(optimizer, global_step + 1)
             logits = _fast_logits(model, cache, input_batch, device, **token)
             loss = F.cross_entropy(logits.float(), target_batch.to(device))
             loss.backward()
+            if controls is not None:
+                controls.clip(model, global_step + 1)
             optimizer.step()
             examples_seen += input_batch.shape[0]
             global_step += 1
@@ -304,11 +309,19 @@ def _fast_loop(model, cache, train_loader, val_loader, optimizer, device, num_ep
                 train_losses.append(train_loss)
                 val_losses.append(val_loss)
                 print(f"Ep {epoch + 1} (Step {global_step:06d}): "
-                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
+                      + (controls.log_suffix() if controls is not None else ""))
+                stop = controls is not None and controls.evaluated(model, val_loss, global_step)
+                if stop:
+                    break
+        if stop:  # early stopping: out of both loops, without this epoch's accuracy line
+            break
         train_accuracy = _accuracy(*_fast_predictions(model, cache, train_loader, device, eval_iter, token))
         val_accuracy = _accuracy(*_fast_predictions(model, cache, val_loader, device, eval_iter, token))
         print(f"Training accuracy: {train_accuracy * 100:.2f}% | "
               f"Validation accuracy: {val_accuracy * 100:.2f}%")
         train_accs.append(train_accuracy)
         val_accs.append(val_accuracy)
+    if controls is not None:
+        controls.finish(model)
     return train_losses, val_losses, train_accs, val_accs, examples_seen

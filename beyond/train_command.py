@@ -40,6 +40,7 @@ from beyond.intervals import accuracy_records, format_accuracy
 from beyond.metrics import classification_metrics, format_metrics_table, plot_confusion_matrix, predict_labels
 from beyond.model_setup import WEIGHTS_FORMATS, build_model_with_base, is_test_mode, threads_for_test_mode
 from beyond.seeds import parse_seeds, run_over_seeds
+from beyond.training_controls import LR_SCHEDULES, controls_for, plot_learning_rates
 from gpt_download import atomic_write
 from train_classifier import plot_values
 
@@ -72,6 +73,7 @@ def add_train_arguments(parser):
     _add_chapter_flags(parser)
     _add_data_flags(parser)
     _add_speed_flags(parser)
+    _add_loop_flags(parser)
     _add_bonus_flags(parser)
     _add_honest_flags(parser)
     return parser
@@ -142,6 +144,21 @@ def _add_speed_flags(parser):
     return parser
 
 
+def _add_loop_flags(parser):
+    """Appendix D's schedule and clipping, and early stopping: off by default (the chapter's loop)."""
+    loop = parser.add_argument_group("the training loop's controls (appendix D; default: the chapter's loop)")
+    loop.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
+                      help="constant (the chapter's --lr) or cosine: appendix D's linear warm-up from --lr/10 to "
+                           "--lr, then a cosine decay to --lr/10, over the optimizer steps")
+    loop.add_argument("--warmup-steps", type=int, default=0, help="optimizer steps of linear warm-up (cosine)")
+    loop.add_argument("--grad-clip", type=float, default=None,
+                      help="clip the gradient norm to this value (appendix D: 1.0), from the end of the warm-up on")
+    loop.add_argument("--early-stopping", type=int, default=None, metavar="N",
+                      help="stop when the validation loss has not improved for N evaluations, then restore the "
+                           "best evaluation's weights (for the final accuracies and the saved classifier)")
+    return parser
+
+
 def _add_bonus_flags(parser):
     """The chapter's bonus experiments, each a switch whose default is the chapter's run."""
     bonus = parser.add_argument_group("experiments beyond the chapter (its bonus table)")
@@ -196,6 +213,13 @@ def _check_numbers(args):
         raise ValueError(f"--lr must be a positive number (got {args.lr}).")
     if args.weight_decay < 0:
         raise ValueError(f"--weight-decay must not be negative (got {args.weight_decay}).")
+    if args.warmup_steps < 0 or (args.warmup_steps and args.lr_schedule != "cosine"):
+        raise ValueError(f"--warmup-steps needs --lr-schedule cosine and a number of steps of 0 or more (got "
+                         f"{args.warmup_steps}).")
+    if args.grad_clip is not None and not args.grad_clip > 0:
+        raise ValueError(f"--grad-clip must be a positive gradient norm such as 1.0 (got {args.grad_clip}).")
+    if args.early_stopping is not None and args.early_stopping < 1:
+        raise ValueError(f"--early-stopping counts evaluations and must be at least 1 (got {args.early_stopping}).")
     if args.cache_dir is not None and not os.path.isdir(args.cache_dir):
         raise ValueError(f"--cache-dir {args.cache_dir} is not a folder; create it or pass another one.")
 
@@ -274,6 +298,7 @@ def _write_outputs(output_dir, writers):
 def run_train(args):
     """One training run, one per --seeds seed, or the --protocol cv5 cross-validation."""
     if args.protocol == "cv5":
+        _check_numbers(args)  # the single run checks them itself
         if args.seeds:
             raise ValueError("--seeds and --protocol cv5 do not combine (cv5 already trains five times); pass "
                              "one --seed instead.")
@@ -312,7 +337,7 @@ def _run_training(args):
     trainer = _choose_trainer(args, model)
     train_start = time.time()
     fast_cache = ActivationCache(args.cache_memory, args.cache_dir)  # the fast trainer fills, the metrics read it
-    history = _train(args, trainer, model, loaders, device, fast_cache)
+    history, controls = _train(args, trainer, model, loaders, device, fast_cache)
     training_seconds = time.time() - train_start
     print(f"Training completed in {training_seconds / 60:.2f} minutes.")
     final_start = time.time()
@@ -329,6 +354,10 @@ def _run_training(args):
                "train_accs": list(train_accs), "val_accs": list(val_accs),
                "examples_seen": int(examples_seen * world_size), "training_seconds": training_seconds,
                "classification_metrics": classification, "seconds": seconds, "fast_cache": cache}
+    if controls is not None:  # the chapter's run keeps its metrics.json and outputs as they were
+        metrics.update(training_controls=controls.summary(), learning_rates=list(controls.lrs))
+        if controls.stopped_at is not None:  # the plots' epochs axis ends where training stopped
+            metrics["epochs_run"] = metrics["examples_seen"] / (len(loaders[0]) * args.batch_size)
     settings = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
     settings.update(device=str(device), test_mode=test_mode, trainer=trainer, data_source=splits["source"],
                     label_names=label_names, max_length=max_length, per_batch_padding=per_batch_padding,
@@ -379,22 +408,25 @@ def _data_loaders(args, splits, tokenizer, cfg):
 
 
 def _train(args, trainer, model, loaders, device, fast_cache):
-    """The chosen loop's history: (train_losses, val_losses, train_accs, val_accs, examples_seen)."""
+    """(the chosen loop's history, its TrainingControls or None); history is (train_losses, val_losses,
+    train_accs, val_accs, examples_seen). With early stopping the model ends with its best weights."""
     train_loader, val_loader, _ = loaders
     torch.manual_seed(args.seed)
     if trainer == "fast":
         optimizer = make_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
+        controls = controls_for(args, len(train_loader))
         return train_classifier_fast(model, train_loader, val_loader, optimizer, device, args.num_epochs,
                                      args.eval_freq, args.eval_iter, trainable_token_pos=args.trainable_token_pos,
-                                     precision=args.precision, cache=fast_cache)
+                                     precision=args.precision, cache=fast_cache, controls=controls), controls
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)  # the chapter's
     # torchrun: DDP and this process's share of every global batch; a plain run gets both back unchanged.
     train_model, process_train_loader = distribute_training(model, train_loader, device)
+    controls = controls_for(args, len(process_train_loader))
     return train_classifier_simple(train_model, process_train_loader, val_loader, optimizer, device,
                                    args.num_epochs, args.eval_freq, args.eval_iter,
                                    trainable_token_pos=args.trainable_token_pos,
                                    average_embeddings=args.average_embeddings, ignore_index=args.ignore_index,
-                                   accumulation_steps=args.accumulation_steps)
+                                   accumulation_steps=args.accumulation_steps, controls=controls), controls
 
 
 def _final_metrics(args, trainer, model, loaders, device, label_names, fast_cache):
@@ -426,11 +458,12 @@ def _final_metrics(args, trainer, model, loaders, device, label_names, fast_cach
 
 
 def _write_run_outputs(args, model, cfg, base, metrics, settings, start):
-    """classifier.pt, the loss, accuracy and confusion-matrix plots, and metrics.json: all of them, or none."""
+    """classifier.pt, the loss, accuracy and confusion-matrix plots (and the learning rate's, with the loop's
+    controls), and metrics.json: all of them, or none."""
     def plot(values_a, values_b, label):
         # x positions as in the chapter: evaluations spread evenly over the epochs and the examples seen
-        n = len(values_a)
-        epochs, seen = torch.linspace(0, args.num_epochs, n), torch.linspace(0, metrics["examples_seen"], n)
+        n, epochs_run = len(values_a), metrics.get("epochs_run", args.num_epochs)
+        epochs, seen = torch.linspace(0, epochs_run, n), torch.linspace(0, metrics["examples_seen"], n)
         return lambda tmp: plot_values(epochs, seen, values_a, values_b, label=label).savefig(tmp, format="png")
 
     def plot_test_confusion_matrix(tmp):
@@ -459,13 +492,19 @@ def _write_run_outputs(args, model, cfg, base, metrics, settings, start):
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(_json_safe(metrics), f, indent=2, allow_nan=False)
 
+    def plot_lr(tmp):
+        lrs = metrics["learning_rates"]
+        plot_learning_rates(lrs, len(lrs) / metrics.get("epochs_run", args.num_epochs)).savefig(tmp, format="png")
+
     outputs_start = time.time()
-    written = _write_outputs(args.output_dir, {
+    writers = {
         "classifier.pt": save,
         "loss.png": plot(metrics["train_losses"], metrics["val_losses"], "loss"),
+        **({"lr.png": plot_lr} if "learning_rates" in metrics else {}),
         "accuracy.png": plot(metrics["train_accs"], metrics["val_accs"], "accuracy"),
         "confusion_matrix.png": plot_test_confusion_matrix,
         "metrics.json": write_metrics,  # last: its total_seconds counts the other outputs too
-    })
+    }
+    written = _write_outputs(args.output_dir, writers)
     print("Wrote " + ", ".join(written))
 
