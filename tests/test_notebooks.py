@@ -221,7 +221,7 @@ def test_notebook_8_has_checks_for_every_exercise_and_skips_slow_runs_by_default
     cells = _code_cells(REPO / "notebooks" / "08_exercises.ipynb")
     settings = next(s for s in cells if "lesson_setup." in s)
     assert "RUN_SLOW = False" in settings, "the slow exercises must be off by default (RUN_SLOW = False)"
-    for exercise in ("6_1", "6_2", "6_3"):
+    for exercise in ("6_1", "6_2", "6_3", "loop"):
         check = f"check_exercise_{exercise}("
         definitions = [s for s in cells if f"def {check}" in s]
         assert definitions and "assert " in definitions[0], f"exercise {exercise}: no assert-style check"
