@@ -1,7 +1,7 @@
 """The train command: `python train_classifier.py [flags]` fine-tunes GPT-2 into a spam classifier.
 
-Its flags in groups (the chapter's run, data, speed, the bonus experiments), then the run: data, model, the
-chosen trainer, final metrics, and every output file or none. cli.py parses the command line and handles errors.
+Its flags in groups (the chapter's run, data, speed, the loop's controls, the bonus experiments), then the run:
+data, model, the chosen trainer, final metrics, and every output file or none. cli.py parses the command line and handles errors.
 """
 
 import argparse
@@ -69,7 +69,7 @@ def _size_arg(value):
 
 
 def add_train_arguments(parser):
-    """Every flag of the training command, in groups: the chapter's run, the data, speed, the bonus experiments."""
+    """Every flag of the training command, in groups: the chapter's run, data, speed, loop controls, experiments."""
     _add_chapter_flags(parser)
     _add_data_flags(parser)
     _add_speed_flags(parser)
