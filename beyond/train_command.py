@@ -1,7 +1,8 @@
 """The train command: `python train_classifier.py [flags]` fine-tunes GPT-2 into a spam classifier.
 
 Its flags in groups (the chapter's run, data, speed, the loop's controls, the bonus experiments), then the run:
-data, model, the chosen trainer, final metrics, and every output file or none. cli.py parses the command line and handles errors.
+data, model, the chosen trainer, final metrics, and every output file or none. cli.py parses the command line
+and handles errors.
 """
 
 import argparse
