@@ -52,10 +52,10 @@ def why_not_fast(model, trainable_token_pos="last", *, average_embeddings=False,
     ) if on]
     if switches:
         return f"the fast trainer does not implement {', '.join(switches)}"
-    return _why_not_standard_gpt(model) or _why_not_frozen(model)
+    return why_not_standard_gpt(model) or _why_not_frozen(model)
 
 
-def _why_not_standard_gpt(model):
+def why_not_standard_gpt(model):
     """Why the shortcuts below do not hold for this model ("" when it is the package's causal GPTModel)."""
     if type(model).forward is not gpt_model.GPTModel.forward:
         return f"the model is a {type(model).__name__}, not the package's GPTModel"
@@ -121,8 +121,11 @@ def _cached_prefix(model, cache, input_batch, pos, device):
     return _to_device(out, device).float()
 
 
-def _last_block_at(block, x, pos):
-    """A TransformerBlock's output at one position per row: the only position the classifier reads."""
+def last_block_at(block, x, pos):
+    """A TransformerBlock's output at one position per row: the only position the classifier reads.
+
+    Also the batched predictions' shortcut (prediction.class_probabilities): same numbers up to float rounding.
+    """
     att, norm1 = block.att, block.norm1
     b, t, emb_dim = x.shape
     pos = pos.to(x.device)
@@ -172,7 +175,7 @@ def _fast_logits(model, cache, input_batch, device, trainable_token_pos, pad_tok
     else:
         for block in blocks[num_frozen:-1]:  # trainable blocks below the last one need every position
             x = block(x)
-        x_pos = _last_block_at(blocks[-1], x, pos)
+        x_pos = last_block_at(blocks[-1], x, pos)
     return model.out_head(model.final_norm(x_pos))
 
 
