@@ -109,7 +109,7 @@ def _to_device(x, device):
 
 
 def _cached_prefix(model, cache, input_batch, pos, device):
-    """Frozen-prefix activations for a batch: [b, max(pos)+1, emb_dim] fp32, each row valid up to its position."""
+    """Frozen-prefix activations for a batch: [b, max(pos)+1, emb_dim] in the cache's dtype, valid up to pos."""
     rows = [input_batch[i, : int(p) + 1] for i, p in enumerate(pos)]
     keys = [message_key(row) for row in rows]
     if not cache.full and any(k not in cache.rows for k in keys):
@@ -117,10 +117,10 @@ def _cached_prefix(model, cache, input_batch, pos, device):
     cached = [cache.get(k) for k in keys]
     if any(x is None for x in cached):  # beyond memory and disk: compute this batch's prefix directly
         x = cache.prefix(model, input_batch[:, : int(pos.max()) + 1].to(device))
-        return x.to(cache.dtype).float()  # rounded as a cached row would be: the same numbers either way
+        return x.to(cache.dtype)  # rounded as a cached row would be: the same numbers either way
     # one contiguous tensor in one call; zeros after a row's position are never read (causal attention)
     out = torch.nn.utils.rnn.pad_sequence(cached, batch_first=True)
-    return _to_device(out, device).float()
+    return _to_device(out, device)
 
 
 def last_block_at(block, x, pos):
@@ -131,14 +131,14 @@ def last_block_at(block, x, pos):
     att, norm1 = block.att, block.norm1
     b, t, emb_dim = x.shape
     pos = pos.to(x.device)
-    x_pos = x[torch.arange(b, device=x.device), pos]
+    x_pos = x[torch.arange(b, device=x.device), pos].float()  # the residual stream in fp32, as the weights
     queries = att.W_query(norm1(x_pos)).view(b, att.num_heads, att.head_dim)
     # causal: the query at pos sees positions 0..pos (this also hides the zeros past shorter messages)
     visible = torch.arange(t, device=x.device)[None, :] <= pos[:, None]
     if isinstance(att.W_key, torch.nn.Linear) and isinstance(att.W_value, torch.nn.Linear):
         context = _folded_attention(att, norm1, x, queries, visible)
     else:  # wrapped projections (LoRA): keys and values of every position, then attention for one query
-        h = norm1(x)
+        h = norm1(x.float())
         keys, values = (z.view(b, t, att.num_heads, att.head_dim).transpose(1, 2)
                         for z in (att.W_key(h), att.W_value(h)))
         context = F.scaled_dot_product_attention(queries[:, :, None], keys, values,
@@ -158,11 +158,12 @@ def _folded_attention(att, norm1, x, queries, visible):
     and here it is exactly 0.
     """
     heads, head_dim = att.num_heads, att.head_dim
-    x_hat = F.layer_norm(x, x.shape[-1:], eps=norm1.eps)  # [b, t, emb]: fixed, as x is
+    x_hat = F.layer_norm(x, x.shape[-1:], eps=norm1.eps)  # [b, t, emb]: fixed, as x is (bf16 from a bf16 cache)
     query_in_x = torch.einsum("bhd,hde->bhe", queries, att.W_key.weight.view(heads, head_dim, -1)) * norm1.scale
-    scores = (query_in_x @ x_hat.transpose(1, 2)) / head_dim**0.5  # [b, heads, t], the scale SDPA uses
+    # the products over every position in x's precision (bf16: the matrix units), softmax and the rest in fp32
+    scores = (query_in_x.to(x_hat.dtype) @ x_hat.transpose(1, 2)).float() / head_dim**0.5  # the scale SDPA uses
     weights = torch.softmax(scores.masked_fill(~visible[:, None, :], float("-inf")), dim=-1)
-    mixed = (weights @ x_hat) * norm1.scale + norm1.shift  # [b, heads, emb]: norm1 of the weighted mean
+    mixed = (weights.to(x_hat.dtype) @ x_hat).float() * norm1.scale + norm1.shift  # norm1 of the weighted mean
     context = torch.einsum("bhe,hde->bhd", mixed, att.W_value.weight.view(heads, head_dim, -1))
     return context if att.W_value.bias is None else context + att.W_value.bias.view(heads, head_dim)
 
@@ -177,9 +178,11 @@ def _top_logits(model, cache, x, pos):
     """The trainable top on frozen-prefix activations x [b, t, emb_dim], read at pos: logits [b, classes]."""
     num_frozen, blocks = cache.num_frozen, model.trf_blocks
     if num_frozen == len(blocks):
-        x_pos = x[torch.arange(x.shape[0], device=x.device), pos.to(x.device)]
+        x_pos = x[torch.arange(x.shape[0], device=x.device), pos.to(x.device)].float()
     else:
-        for block in blocks[num_frozen:-1]:  # trainable blocks below the last one need every position
+        if num_frozen < len(blocks) - 1:
+            x = x.float()  # trainable blocks below the last one run in fp32, over every position
+        for block in blocks[num_frozen:-1]:
             x = block(x)
         x_pos = last_block_at(blocks[-1], x, pos)
     return model.out_head(model.final_norm(x_pos))
