@@ -293,9 +293,9 @@ def train_classifier_fast(model, train_loader, val_loader, optimizer, device, nu
     """train_classifier_simple's results and printout, sooner: the frozen prefix runs once per message.
 
     Falls back to train_classifier_simple (and says why) when the prefix is not frozen or dropout is on.
-    precision="bf16": the frozen blocks in bf16 (weights cast once) and the cache in bf16; the trainable top
-    stays fp32 (at a batch of 8 its products cost less than casting its weights each step): faster on CPUs
-    with bf16 units, not exact. cache: an ActivationCache the caller holds, so that predict_labels_fast can
+    precision="bf16": the frozen blocks in bf16 (weights cast once) and the cache in bf16; the trainable top's
+    weights stay fp32 (at a batch of 8 its products cost less than casting its weights each step), only its
+    products over every cached position read the bf16 cache in bf16: faster on CPUs with bf16 units, not exact. cache: an ActivationCache the caller holds, so that predict_labels_fast can
     reuse it afterwards; without one, a cache lives for this call, holding cache_memory bytes (or "8GB";
     default a share of the memory available) and beyond it a file in cache_dir.
     """
