@@ -177,11 +177,13 @@ def _fast_logits(model, cache, input_batch, device, trainable_token_pos, pad_tok
 def _top_logits(model, cache, x, pos):
     """The trainable top on frozen-prefix activations x [b, t, emb_dim], read at pos: logits [b, classes]."""
     num_frozen, blocks = cache.num_frozen, model.trf_blocks
+    if torch.is_grad_enabled() or num_frozen < len(blocks) - 1:
+        # a training step (8 rows: its casts would cost what bf16 products save) and trainable blocks below
+        # the last one run in fp32; evaluations (many rows at once) keep a bf16 cache's products in bf16
+        x = x.float()
     if num_frozen == len(blocks):
         x_pos = x[torch.arange(x.shape[0], device=x.device), pos.to(x.device)].float()
     else:
-        if num_frozen < len(blocks) - 1:
-            x = x.float()  # trainable blocks below the last one run in fp32, over every position
         for block in blocks[num_frozen:-1]:
             x = block(x)
         x_pos = last_block_at(blocks[-1], x, pos)
