@@ -213,19 +213,55 @@ class ActivationCache:
 def bf16_copy(blocks):
     """The frozen blocks with their Linear weights in bf16, cast once (autocast would cast them every call).
 
-    LayerNorm stays fp32, as autocast runs it. Where oneDNN can, each feed-forward's first product and its GELU
-    run as one kernel: the GELU alone cost as much as the product, reading and writing the 4x-wide activations
-    once more (the results differ from autocast's by bf16 rounding only).
+    LayerNorm and the residual stream stay fp32, as autocast runs them. A chapter TransformerBlock becomes a
+    _Bf16Block (one product for queries, keys and values; the feed-forward's first product and its GELU in one
+    oneDNN kernel where it can): the results differ from autocast's by bf16 rounding only.
     """
     blocks = copy.deepcopy(blocks)
     for module in blocks.modules():
         if isinstance(module, torch.nn.Linear):
             module.to(torch.bfloat16)
-    if _fused_gelu_works():
-        for block in blocks:
-            if type(block.ff).forward is gpt_model.FeedForward.forward:
-                block.ff = _FusedGeluFeedForward(block.ff)
-    return blocks
+    return torch.nn.Sequential(*[_Bf16Block(b) if _is_chapter_block(b) else b for b in blocks])
+
+
+def _is_chapter_block(block):
+    """True for the chapter's causal TransformerBlock with plain Linear projections (no LoRA, no dropout)."""
+    att = block.att
+    return (type(block).forward is gpt_model.TransformerBlock.forward and getattr(att, "causal", False)
+            and all(type(m) is torch.nn.Linear for m in (att.W_query, att.W_key, att.W_value))
+            and not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in block.modules()))
+
+
+class _Bf16Block(torch.nn.Module):
+    """A TransformerBlock's forward with its products in bf16 and queries, keys and values in one product.
+
+    Three [tokens, 768] x [768, 768] products become one [tokens, 768] x [768, 2304] (the matrix units prefer
+    the larger), and the LayerNorm's output is cast to bf16 once instead of once per projection.
+    """
+
+    def __init__(self, block):
+        super().__init__()
+        att = block.att
+        self.num_heads, self.head_dim = att.num_heads, att.head_dim
+        self.norm1, self.norm2, self.out_proj = block.norm1, block.norm2, att.out_proj
+        projections = (att.W_query, att.W_key, att.W_value)
+        # skip_init: no random initialization, so the global random numbers the loop draws stay the chapter's
+        self.qkv = torch.nn.utils.skip_init(torch.nn.Linear, att.W_query.in_features, 3 * att.d_out,
+                                            bias=att.W_query.bias is not None, dtype=att.W_query.weight.dtype)
+        with torch.no_grad():
+            self.qkv.weight.copy_(torch.cat([m.weight for m in projections]))
+            if self.qkv.bias is not None:
+                self.qkv.bias.copy_(torch.cat([m.bias for m in projections]))
+        fused = _fused_gelu_works() and type(block.ff).forward is gpt_model.FeedForward.forward
+        self.ff = _FusedGeluFeedForward(block.ff) if fused else block.ff
+
+    def forward(self, x):
+        b, t, d = x.shape
+        h = self.norm1(x).to(self.qkv.weight.dtype)
+        q, k, v = self.qkv(h).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        context = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.out_proj(context.transpose(1, 2).reshape(b, t, d))
+        return x + self.ff(self.norm2(x).to(self.qkv.weight.dtype))
 
 
 class _FusedGeluFeedForward(torch.nn.Module):

@@ -24,6 +24,8 @@ from beyond.bonus_training import TRAINABLE_TOKEN_POSITIONS, read_positions, tra
 from beyond.experiments import LinearWithLoRA
 
 FAST_PRECISIONS = ("fp32", "bf16")
+GROUP_BATCHES = 16  # evaluation batches the top reads in one pass (its weights read once for all of them)
+
 def make_optimizer(model, lr=5e-5, weight_decay=0.1):
     """The chapter's AdamW, over the trainable parameters only and fused where PyTorch can: the same update, sooner."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -52,10 +54,10 @@ def why_not_fast(model, trainable_token_pos="last", *, average_embeddings=False,
     ) if on]
     if switches:
         return f"the fast trainer does not implement {', '.join(switches)}"
-    return _why_not_standard_gpt(model) or _why_not_frozen(model)
+    return why_not_standard_gpt(model) or _why_not_frozen(model)
 
 
-def _why_not_standard_gpt(model):
+def why_not_standard_gpt(model):
     """Why the shortcuts below do not hold for this model ("" when it is the package's causal GPTModel)."""
     if type(model).forward is not gpt_model.GPTModel.forward:
         return f"the model is a {type(model).__name__}, not the package's GPTModel"
@@ -107,7 +109,7 @@ def _to_device(x, device):
 
 
 def _cached_prefix(model, cache, input_batch, pos, device):
-    """Frozen-prefix activations for a batch: [b, max(pos)+1, emb_dim] fp32, each row valid up to its position."""
+    """Frozen-prefix activations for a batch: [b, max(pos)+1, emb_dim] in the cache's dtype, valid up to pos."""
     rows = [input_batch[i, : int(p) + 1] for i, p in enumerate(pos)]
     keys = [message_key(row) for row in rows]
     if not cache.full and any(k not in cache.rows for k in keys):
@@ -115,25 +117,28 @@ def _cached_prefix(model, cache, input_batch, pos, device):
     cached = [cache.get(k) for k in keys]
     if any(x is None for x in cached):  # beyond memory and disk: compute this batch's prefix directly
         x = cache.prefix(model, input_batch[:, : int(pos.max()) + 1].to(device))
-        return x.to(cache.dtype).float()  # rounded as a cached row would be: the same numbers either way
+        return x.to(cache.dtype)  # rounded as a cached row would be: the same numbers either way
     # one contiguous tensor in one call; zeros after a row's position are never read (causal attention)
     out = torch.nn.utils.rnn.pad_sequence(cached, batch_first=True)
-    return _to_device(out, device).float()
+    return _to_device(out, device)
 
 
-def _last_block_at(block, x, pos):
-    """A TransformerBlock's output at one position per row: the only position the classifier reads."""
+def last_block_at(block, x, pos):
+    """A TransformerBlock's output at one position per row: the only position the classifier reads.
+
+    Also the batched predictions' shortcut (prediction.class_probabilities): same numbers up to float rounding.
+    """
     att, norm1 = block.att, block.norm1
     b, t, emb_dim = x.shape
     pos = pos.to(x.device)
-    x_pos = x[torch.arange(b, device=x.device), pos]
+    x_pos = x[torch.arange(b, device=x.device), pos].float()  # the residual stream in fp32, as the weights
     queries = att.W_query(norm1(x_pos)).view(b, att.num_heads, att.head_dim)
     # causal: the query at pos sees positions 0..pos (this also hides the zeros past shorter messages)
     visible = torch.arange(t, device=x.device)[None, :] <= pos[:, None]
     if isinstance(att.W_key, torch.nn.Linear) and isinstance(att.W_value, torch.nn.Linear):
         context = _folded_attention(att, norm1, x, queries, visible)
     else:  # wrapped projections (LoRA): keys and values of every position, then attention for one query
-        h = norm1(x)
+        h = norm1(x.float())
         keys, values = (z.view(b, t, att.num_heads, att.head_dim).transpose(1, 2)
                         for z in (att.W_key(h), att.W_value(h)))
         context = F.scaled_dot_product_attention(queries[:, :, None], keys, values,
@@ -153,11 +158,12 @@ def _folded_attention(att, norm1, x, queries, visible):
     and here it is exactly 0.
     """
     heads, head_dim = att.num_heads, att.head_dim
-    x_hat = F.layer_norm(x, x.shape[-1:], eps=norm1.eps)  # [b, t, emb]: fixed, as x is
+    x_hat = F.layer_norm(x, x.shape[-1:], eps=norm1.eps)  # [b, t, emb]: fixed, as x is (bf16 from a bf16 cache)
     query_in_x = torch.einsum("bhd,hde->bhe", queries, att.W_key.weight.view(heads, head_dim, -1)) * norm1.scale
-    scores = (query_in_x @ x_hat.transpose(1, 2)) / head_dim**0.5  # [b, heads, t], the scale SDPA uses
+    # the products over every position in x's precision (bf16: the matrix units), softmax and the rest in fp32
+    scores = (query_in_x.to(x_hat.dtype) @ x_hat.transpose(1, 2)).float() / head_dim**0.5  # the scale SDPA uses
     weights = torch.softmax(scores.masked_fill(~visible[:, None, :], float("-inf")), dim=-1)
-    mixed = (weights @ x_hat) * norm1.scale + norm1.shift  # [b, heads, emb]: norm1 of the weighted mean
+    mixed = (weights.to(x_hat.dtype) @ x_hat).float() * norm1.scale + norm1.shift  # norm1 of the weighted mean
     context = torch.einsum("bhe,hde->bhd", mixed, att.W_value.weight.view(heads, head_dim, -1))
     return context if att.W_value.bias is None else context + att.W_value.bias.view(heads, head_dim)
 
@@ -165,15 +171,53 @@ def _folded_attention(att, norm1, x, queries, visible):
 def _fast_logits(model, cache, input_batch, device, trainable_token_pos, pad_token_id):
     """The classifier's logits [batch, classes] at the read position: the cache, then the trainable top."""
     pos = read_positions(input_batch, trainable_token_pos, pad_token_id)
-    x = _cached_prefix(model, cache, input_batch, pos, device)
+    return _top_logits(model, cache, _cached_prefix(model, cache, input_batch, pos, device), pos)
+
+
+def _top_logits(model, cache, x, pos):
+    """The trainable top on frozen-prefix activations x [b, t, emb_dim], read at pos: logits [b, classes]."""
     num_frozen, blocks = cache.num_frozen, model.trf_blocks
+    if torch.is_grad_enabled() or num_frozen < len(blocks) - 1:
+        # a training step (8 rows: its casts would cost what bf16 products save) and trainable blocks below
+        # the last one run in fp32; evaluations (many rows at once) keep a bf16 cache's products in bf16
+        x = x.float()
     if num_frozen == len(blocks):
-        x_pos = x[torch.arange(x.shape[0], device=x.device), pos.to(x.device)]
+        x_pos = x[torch.arange(x.shape[0], device=x.device), pos.to(x.device)].float()
     else:
-        for block in blocks[num_frozen:-1]:  # trainable blocks below the last one need every position
+        for block in blocks[num_frozen:-1]:
             x = block(x)
-        x_pos = _last_block_at(blocks[-1], x, pos)
+        x_pos = last_block_at(blocks[-1], x, pos)
     return model.out_head(model.final_norm(x_pos))
+
+
+def _grouped_logits(model, cache, batches, device, token):
+    """Each batch's logits, from one pass of the top over all of them (no gradients needed).
+
+    With batches of 8, the top's time goes to reading its 7 M weights, not to arithmetic: one pass over ten
+    evaluation batches reads them once instead of ten times. Rows are independent, so each batch's logits are
+    its own pass's, up to float rounding.
+    """
+    parts = []
+    for input_batch in batches:
+        pos = read_positions(input_batch, token["trainable_token_pos"], token["pad_token_id"])
+        parts.append((_cached_prefix(model, cache, input_batch, pos, device), pos))
+    width = max(x.shape[1] for x, _ in parts)
+    x = torch.cat([F.pad(x, (0, 0, 0, width - x.shape[1])) for x, _ in parts])  # zeros past a row: unread
+    return _top_logits(model, cache, x, torch.cat([pos for _, pos in parts])).split([len(p) for _, p in parts])
+
+
+def _batch_groups(data_loader, num_batches):
+    """The loader's first num_batches batches in lists of up to GROUP_BATCHES, iterated as the chapter iterates."""
+    group = []
+    for i, batch in enumerate(data_loader):
+        if i >= num_batches:
+            break
+        group.append(batch)
+        if len(group) == GROUP_BATCHES:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def _fast_loss_loader(model, cache, data_loader, device, num_batches, token):
@@ -182,12 +226,11 @@ def _fast_loss_loader(model, cache, data_loader, device, num_batches, token):
         return float("nan")
     num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
     total_loss = 0.0
-    for i, (input_batch, target_batch) in enumerate(data_loader):
-        if i >= num_batches:
-            break
-        with torch.inference_mode():
-            logits = _fast_logits(model, cache, input_batch, device, **token)
-            total_loss += F.cross_entropy(logits.float(), target_batch.to(device)).item()
+    with torch.inference_mode():
+        for group in _batch_groups(data_loader, num_batches):
+            for logits, (_, target_batch) in zip(_grouped_logits(model, cache, [b[0] for b in group], device, token),
+                                                 group):
+                total_loss += F.cross_entropy(logits.float(), target_batch.to(device)).item()
     return total_loss / num_batches
 
 
@@ -236,13 +279,11 @@ def _fast_predictions(model, cache, data_loader, device, num_batches, token):
     model.eval()
     targets, predictions = [], []
     num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
-    for i, (input_batch, target_batch) in enumerate(data_loader):
-        if i >= num_batches:
-            break
+    for group in _batch_groups(data_loader, num_batches):
         with torch.inference_mode():
-            logits = _fast_logits(model, cache, input_batch, device, **token)
-        predictions.append(torch.argmax(logits, dim=-1).cpu())
-        targets.append(target_batch.cpu())
+            logits = _grouped_logits(model, cache, [b[0] for b in group], device, token)
+        predictions += [torch.argmax(x, dim=-1).cpu() for x in logits]
+        targets += [target_batch.cpu() for _, target_batch in group]
     if not targets:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
     return torch.cat(targets), torch.cat(predictions)
@@ -254,9 +295,9 @@ def train_classifier_fast(model, train_loader, val_loader, optimizer, device, nu
     """train_classifier_simple's results and printout, sooner: the frozen prefix runs once per message.
 
     Falls back to train_classifier_simple (and says why) when the prefix is not frozen or dropout is on.
-    precision="bf16": the frozen blocks in bf16 (weights cast once) and the cache in bf16; the trainable top
-    stays fp32 (at a batch of 8 its products cost less than casting its weights each step): faster on CPUs
-    with bf16 units, not exact. cache: an ActivationCache the caller holds, so that predict_labels_fast can
+    precision="bf16": the frozen blocks in bf16 (weights cast once) and the cache in bf16; the trainable top's
+    weights stay fp32 (at a batch of 8 its products cost less than casting its weights each step), only its
+    products over every cached position read the bf16 cache in bf16: faster on CPUs with bf16 units, not exact. cache: an ActivationCache the caller holds, so that predict_labels_fast can
     reuse it afterwards; without one, a cache lives for this call, holding cache_memory bytes (or "8GB";
     default a share of the memory available) and beyond it a file in cache_dir. controls: a TrainingControls
     (schedule, clipping, early stopping), called where train_classifier_simple calls it; None: the chapter's run.

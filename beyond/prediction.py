@@ -9,6 +9,7 @@ import torch
 from beyond.activation_cache import autocast_for
 from beyond.bonus_training import saved_average_embeddings, select_token_logits
 from beyond.checkpoints import load_classifier
+from beyond.fast_trainer import last_block_at, why_not_standard_gpt
 from beyond.gpt2_tokenizer import get_gpt2_tokenizer
 from beyond.model_setup import resolve_device
 
@@ -44,8 +45,11 @@ def class_probabilities(texts, model, tokenizer=None, device=None, max_length=No
     rows = [encode_for_classifier(text, tokenizer, context_length, max_length, pad_token_id, pad=pad)
             if isinstance(text, str) else list(text) for text in texts]
     rows = [row or [pad_token_id] for row in rows]  # an empty message still needs one token
-    if not average_embeddings and _reads_causally(plain):
+    # cut at the read position, each row's last token is the one read: the last block runs there only
+    at_end = not average_embeddings and _reads_causally(plain)
+    if at_end:
         rows = [row[:_read_position(row, trainable_token_pos, pad_token_id) + 1] for row in rows]
+    at_end = at_end and len(plain.trf_blocks) > 0 and not why_not_standard_gpt(plain)
     by_length = {}
     for i, row in enumerate(rows):
         by_length.setdefault(len(row), []).append(i)
@@ -56,10 +60,22 @@ def class_probabilities(texts, model, tokenizer=None, device=None, max_length=No
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
                 batch = torch.tensor([rows[i] for i in chunk], device=device)
-                logits = select_token_logits(model(batch), batch, trainable_token_pos, pad_token_id,
-                                             average_embeddings)
+                if at_end:
+                    logits = _last_token_logits(plain, batch)
+                else:
+                    logits = select_token_logits(model(batch), batch, trainable_token_pos, pad_token_id,
+                                                 average_embeddings)
                 out[chunk] = torch.softmax(logits.float(), dim=-1).cpu()
     return out
+
+
+def _last_token_logits(model, batch):
+    """model(batch)'s logits at each row's last token [b, classes], the last block computed there only."""
+    x = model.drop_emb(model.tok_emb(batch) + model.pos_emb(torch.arange(batch.shape[1], device=batch.device)))
+    for block in model.trf_blocks[:-1]:
+        x = block(x)
+    last = torch.full((batch.shape[0],), batch.shape[1] - 1, device=batch.device)
+    return model.out_head(model.final_norm(last_block_at(model.trf_blocks[-1], x, last)))
 
 
 def _reads_causally(model):

@@ -18,7 +18,6 @@ from beyond import data_loaders, data_splits, gpt2_tokenizer
 from beyond.activation_cache import ActivationCache, parse_size
 from beyond.bonus_training import AVERAGE_EMBEDDINGS, TRAINABLE_TOKEN_POSITIONS, train_classifier_simple
 from beyond.checkpoints import save_classifier
-from beyond.cross_validation import run_cross_validation
 from beyond.distributed import (
     cleanup_distributed,
     distribute_training,
@@ -300,6 +299,9 @@ def run_train(args):
     """One training run, one per --seeds seed, or the --protocol cv5 cross-validation."""
     if args.protocol == "cv5":
         _check_numbers(args)  # the single run checks them itself
+        # imported here: scikit-learn and the baseline load only for the protocol that uses them
+        from beyond.cross_validation import run_cross_validation
+
         if args.seeds:
             raise ValueError("--seeds and --protocol cv5 do not combine (cv5 already trains five times); pass "
                              "one --seed instead.")

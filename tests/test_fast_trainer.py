@@ -242,6 +242,19 @@ def test_bf16_weights_cast_once_give_autocasts_numbers_to_bf16_rounding():
     assert isinstance(cache.bf16_blocks[0].ff, activation_cache._FusedGeluFeedForward)
 
 
+def test_bf16_block_with_one_product_for_queries_keys_values_computes_what_autocast_computes():
+    """_Bf16Block (one [768, 2304] product instead of three) agrees with the chapter's block under autocast."""
+    model = make_model()
+    block = model.trf_blocks[0]
+    x = torch.randn(3, 17, CFG["emb_dim"])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = block(x)
+        got = activation_cache.bf16_copy(model.trf_blocks[:1])[0](x)
+    assert isinstance(activation_cache.bf16_copy(model.trf_blocks[:1])[0], activation_cache._Bf16Block)
+    assert got.dtype == torch.float32  # the residual stream stays fp32, as under autocast
+    torch.testing.assert_close(got, expected, rtol=1e-2, atol=1e-2)
+
+
 def test_fused_feed_forward_matches_linear_then_gelu_in_bf16():
     ff = make_model().trf_blocks[0].ff.to(torch.bfloat16)
     x = torch.randn(5, 9, CFG["emb_dim"], dtype=torch.bfloat16)
@@ -274,7 +287,7 @@ def test_bf16_cache_holds_half_the_bytes_and_the_weights_are_cast_once():
     run(fast_trainer.train_classifier_fast, model, precision="bf16", cache=bf16)
     assert {x.dtype for x in bf16.rows.values()} == {torch.bfloat16}
     assert bf16.memory_bytes * 2 == fp32.memory_bytes
-    linear = bf16.bf16_blocks[0].att.W_query
+    linear = bf16.bf16_blocks[0].qkv  # queries, keys and values in one product
     assert linear.weight.dtype == torch.bfloat16 and model.trf_blocks[0].att.W_query.weight.dtype == torch.float32
     # the frozen blocks' speed is measured in every run
     assert fp32.gflops() > 0 and fp32.report()["tokens"] > 0

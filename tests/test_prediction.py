@@ -206,3 +206,23 @@ def test_the_trainer_imports_neither_prediction_nor_saved_classifiers():
     files = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                            cwd=Path(__file__).parents[1], timeout=120)
     assert files.stdout.strip() == "[]"  # saved classifiers sit below prediction, which uses them
+
+
+@pytest.mark.parametrize("token_pos", ["last", "flexible", "first"])
+def test_class_probabilities_run_the_last_block_at_the_read_position_only_with_the_full_models_numbers(token_pos):
+    """The batched shortcut (the last block at the read token only) gives what the whole model gives."""
+    model = tiny_classifier(seed=3)
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randint(0, 1000, (n,), generator=g).tolist() + [50256] * (12 - n) for n in (3, 7, 12, 7, 1)]
+    full_calls = []
+    hook = model.trf_blocks[-1].register_forward_hook(lambda *_: full_calls.append(1))
+    try:
+        got = prediction.class_probabilities(rows, model, trainable_token_pos=token_pos)
+    finally:
+        hook.remove()
+    assert full_calls == []  # the last block never ran over every position
+    model.eval()
+    with torch.no_grad():
+        expected = torch.cat([torch.softmax(bonus_training.select_token_logits(
+            model(torch.tensor([row])), torch.tensor([row]), token_pos, 50256), dim=-1) for row in rows])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
