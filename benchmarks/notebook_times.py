@@ -48,9 +48,9 @@ class TimedClient(NotebookClient):
         return super().process_message(msg, cell, cell_index)
 
 
-def matmul_gflops(size=2048, repeats=5):
-    """This machine's fp32 matrix-multiply throughput, for comparing runs on other machines."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(dtype=torch.float32, size=2048, repeats=5):
+    """This machine's matrix-multiply throughput in dtype, for comparing runs on other machines."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
     start = time.perf_counter()
     for _ in range(repeats):
@@ -59,7 +59,7 @@ def matmul_gflops(size=2048, repeats=5):
 
 
 def time_notebook(path, workdir, timeout):
-    """(wall seconds, (longest cell's index, its seconds), (longest silence's seconds, the cell it fell in))."""
+    """(wall seconds, {cell index: seconds}, (longest silence's seconds, the cell it fell in))."""
     nb = nbformat.read(path, as_version=4)
     client = TimedClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
     start = time.perf_counter()
@@ -75,14 +75,15 @@ def time_notebook(path, workdir, timeout):
     wall = time.perf_counter() - start
     events = [(start, 0)] + sorted(client.events)
     silence = max(((b[0] - a[0], b[1]) for a, b in itertools.pairwise(events)), default=(0.0, 0))
-    longest = max(cell_seconds.items(), key=lambda item: item[1], default=(0, 0.0))
-    return wall, longest, silence
+    return wall, cell_seconds, silence
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", help="notebook numbers, e.g. 06 07 (default: all)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds one cell may take (3600)")
+    parser.add_argument("--cells", type=int, default=0, metavar="N",
+                        help="also list each notebook's N slowest cells (to find where the time goes)")
     args = parser.parse_args(argv)
     paths = sorted((REPO / "notebooks").glob("*.ipynb"))
     if args.notebooks:
@@ -94,20 +95,28 @@ def main(argv=None):
     if not os.environ.get("SMS_SPAM_ZIP") and (REPO.parent / "shared/data/sms_spam_collection.zip").is_file():
         os.environ["SMS_SPAM_ZIP"] = str(REPO.parent / "shared/data/sms_spam_collection.zip")
     print(f"GPT-2 small's shape, RANDOM weights, normal mode; torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads, matmul {matmul_gflops():.0f} GFLOP/s (fp32); data: {os.environ.get('SMS_SPAM_ZIP') or 'synthetic'}")
+          f"threads, matmul {matmul_gflops():.0f} GFLOP/s fp32, {matmul_gflops(torch.bfloat16):.0f} GFLOP/s bf16; "
+          f"data: {os.environ.get('SMS_SPAM_ZIP') or 'synthetic'}")
     print("| notebook | wall | longest cell | longest stretch without output | budget |\n| --- | --- | --- | --- | --- |")
-    total = 0.0
+    total, slowest = 0.0, {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / "notebooks"
         workdir.mkdir()
         for path in paths:
             shutil.copy(path, workdir / path.name)
-            wall, (cell, cell_s), (silence, silent_cell) = time_notebook(workdir / path.name, workdir, args.timeout)
+            wall, cell_seconds, (silence, silent_cell) = time_notebook(workdir / path.name, workdir, args.timeout)
             total += wall
             budget = BUDGET_SECONDS.get(path.name[:2], 180)
+            ranked = sorted(cell_seconds.items(), key=lambda item: -item[1])
+            slowest[path.stem] = ranked[: args.cells]
+            cell, cell_s = ranked[0] if ranked else (0, 0.0)
             print(f"| {path.stem} | {wall:.0f} s | cell {cell}: {cell_s:.0f} s | {silence:.0f} s (cell {silent_cell}) "
-                  f"| {budget} s{'' if wall <= budget else ' (OVER)'} |", flush=True)
-    print(f"series: {total / 60:.1f} minutes (budget {SERIES_BUDGET_SECONDS // 60})")
+                  f"| {budget} s: {'pass' if wall <= budget else 'OVER'} |", flush=True)
+    print(f"series: {total / 60:.1f} minutes (budget {SERIES_BUDGET_SECONDS // 60}): "
+          f"{'pass' if total <= SERIES_BUDGET_SECONDS else 'OVER'}")
+    for name, ranked in slowest.items():
+        if ranked:
+            print(f"{name}, slowest cells: " + ", ".join(f"{i}: {s:.1f} s" for i, s in ranked))
 
 
 if __name__ == "__main__":
