@@ -2,14 +2,17 @@
 
     python benchmarks/notebook_times.py              # all ten, in order, as a class would run them
     python benchmarks/notebook_times.py 06 07        # some of them (07, 09, 10 train a quick classifier
-                                                     # when 06 has not run before them)
+                                                     # when 06 has not run before them, 08 its chapter run)
+    python benchmarks/notebook_times.py --cells 5    # also each notebook's 5 slowest cells
 
 Normal mode with GPT-2 small's shape and random weights (TUTORIAL_RANDOM_WEIGHTS=1): real weights cannot be
 downloaded here, and the cost does not depend on the weights' values, so the times are the ones a class gets
 after its downloads. Offline: the SMS data comes from $SMS_SPAM_ZIP (else the synthetic sample, said loudly).
 The notebooks run from a copy in a temporary folder, one fresh kernel each, 01 to 10 in order, so 07, 09 and 10
 load the classifier 06 saved. Progress bars count as output: a cell is silent only when nothing moves.
-Budgets (issue 19): 06 at most 4 minutes, every other at most 3, the series at most 20.
+Budgets (issue 19): 06 at most 4 minutes, every other at most 3, the series at most 20; each row says pass or
+OVER. The first line gives the machine's fp32 and bf16 matmul GFLOP/s (09 and 10 use bf16 where the CPU has bf16
+units), so that a table from a busy machine can be told from a quiet one's.
 """
 
 import argparse
