@@ -16,6 +16,7 @@ units), so that a table from a busy machine can be told from a quiet one's.
 """
 
 import argparse
+import contextlib
 import itertools
 import os
 import shutil
@@ -85,6 +86,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", help="notebook numbers, e.g. 06 07 (default: all)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds one cell may take (3600)")
+    parser.add_argument("--workdir", type=Path, help="run in this folder and keep it (default: a temporary one); "
+                        "then e.g. `09 10` alone reuse the classifier an earlier run's 06 saved there")
     parser.add_argument("--cells", type=int, default=0, metavar="N",
                         help="also list each notebook's N slowest cells (to find where the time goes)")
     args = parser.parse_args(argv)
@@ -102,9 +105,9 @@ def main(argv=None):
           f"data: {os.environ.get('SMS_SPAM_ZIP') or 'synthetic'}")
     print("| notebook | wall | longest cell | longest stretch without output | budget |\n| --- | --- | --- | --- | --- |")
     total, slowest = 0.0, {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / "notebooks"
-        workdir.mkdir()
+        workdir.mkdir(parents=True, exist_ok=True)
         for path in paths:
             shutil.copy(path, workdir / path.name)
             wall, cell_seconds, (silence, silent_cell) = time_notebook(workdir / path.name, workdir, args.timeout)
