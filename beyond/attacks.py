@@ -357,8 +357,9 @@ def fine_tune_copy(model, train_df, val_df, tokenizer, device, max_length, *, nu
         train_loader = torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True)
         val_loader = torch.utils.data.DataLoader(val, batch_size=batch_size)
         optimizer = fast_trainer.make_optimizer(tuned, lr=lr)
+        # a log line every 50 steps, so a long run is never silent (its losses read the cache: no extra pass)
         fast_trainer.train_classifier_fast(tuned, train_loader, val_loader, optimizer, device, num_epochs,
-                                           eval_freq=10**9, eval_iter=1, trainable_token_pos=trainable_token_pos,
+                                           eval_freq=50, eval_iter=1, trainable_token_pos=trainable_token_pos,
                                            precision=precision)
     tuned.eval()
     return tuned
