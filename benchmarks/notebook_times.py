@@ -2,17 +2,21 @@
 
     python benchmarks/notebook_times.py              # all ten, in order, as a class would run them
     python benchmarks/notebook_times.py 06 07        # some of them (07, 09, 10 train a quick classifier
-                                                     # when 06 has not run before them)
+                                                     # when 06 has not run before them, 08 its chapter run)
+    python benchmarks/notebook_times.py --cells 5    # also each notebook's 5 slowest cells
 
 Normal mode with GPT-2 small's shape and random weights (TUTORIAL_RANDOM_WEIGHTS=1): real weights cannot be
 downloaded here, and the cost does not depend on the weights' values, so the times are the ones a class gets
 after its downloads. Offline: the SMS data comes from $SMS_SPAM_ZIP (else the synthetic sample, said loudly).
 The notebooks run from a copy in a temporary folder, one fresh kernel each, 01 to 10 in order, so 07, 09 and 10
 load the classifier 06 saved. Progress bars count as output: a cell is silent only when nothing moves.
-Budgets (issue 19): 06 at most 4 minutes, every other at most 3, the series at most 20.
+Budgets (issue 19): 06 at most 4 minutes, every other at most 3, the series at most 20; each row says pass or
+OVER. The first line gives the machine's fp32 and bf16 matmul GFLOP/s (09 and 10 use bf16 where the CPU has bf16
+units), so that a table from a busy machine can be told from a quiet one's.
 """
 
 import argparse
+import contextlib
 import itertools
 import os
 import shutil
@@ -48,9 +52,9 @@ class TimedClient(NotebookClient):
         return super().process_message(msg, cell, cell_index)
 
 
-def matmul_gflops(size=2048, repeats=5):
-    """This machine's fp32 matrix-multiply throughput, for comparing runs on other machines."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(dtype=torch.float32, size=2048, repeats=5):
+    """This machine's matrix-multiply throughput in dtype, for comparing runs on other machines."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
     start = time.perf_counter()
     for _ in range(repeats):
@@ -59,7 +63,7 @@ def matmul_gflops(size=2048, repeats=5):
 
 
 def time_notebook(path, workdir, timeout):
-    """(wall seconds, (longest cell's index, its seconds), (longest silence's seconds, the cell it fell in))."""
+    """(wall seconds, {cell index: seconds}, (longest silence's seconds, the cell it fell in))."""
     nb = nbformat.read(path, as_version=4)
     client = TimedClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
     start = time.perf_counter()
@@ -75,14 +79,17 @@ def time_notebook(path, workdir, timeout):
     wall = time.perf_counter() - start
     events = [(start, 0)] + sorted(client.events)
     silence = max(((b[0] - a[0], b[1]) for a, b in itertools.pairwise(events)), default=(0.0, 0))
-    longest = max(cell_seconds.items(), key=lambda item: item[1], default=(0, 0.0))
-    return wall, longest, silence
+    return wall, cell_seconds, silence
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", help="notebook numbers, e.g. 06 07 (default: all)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds one cell may take (3600)")
+    parser.add_argument("--workdir", type=Path, help="run in this folder and keep it (default: a temporary one); "
+                        "then e.g. `09 10` alone reuse the classifier an earlier run's 06 saved there")
+    parser.add_argument("--cells", type=int, default=0, metavar="N",
+                        help="also list each notebook's N slowest cells (to find where the time goes)")
     args = parser.parse_args(argv)
     paths = sorted((REPO / "notebooks").glob("*.ipynb"))
     if args.notebooks:
@@ -94,20 +101,28 @@ def main(argv=None):
     if not os.environ.get("SMS_SPAM_ZIP") and (REPO.parent / "shared/data/sms_spam_collection.zip").is_file():
         os.environ["SMS_SPAM_ZIP"] = str(REPO.parent / "shared/data/sms_spam_collection.zip")
     print(f"GPT-2 small's shape, RANDOM weights, normal mode; torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads, matmul {matmul_gflops():.0f} GFLOP/s (fp32); data: {os.environ.get('SMS_SPAM_ZIP') or 'synthetic'}")
+          f"threads, matmul {matmul_gflops():.0f} GFLOP/s fp32, {matmul_gflops(torch.bfloat16):.0f} GFLOP/s bf16; "
+          f"data: {os.environ.get('SMS_SPAM_ZIP') or 'synthetic'}")
     print("| notebook | wall | longest cell | longest stretch without output | budget |\n| --- | --- | --- | --- | --- |")
-    total = 0.0
-    with tempfile.TemporaryDirectory() as tmp:
+    total, slowest = 0.0, {}
+    with contextlib.nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / "notebooks"
-        workdir.mkdir()
+        workdir.mkdir(parents=True, exist_ok=True)
         for path in paths:
             shutil.copy(path, workdir / path.name)
-            wall, (cell, cell_s), (silence, silent_cell) = time_notebook(workdir / path.name, workdir, args.timeout)
+            wall, cell_seconds, (silence, silent_cell) = time_notebook(workdir / path.name, workdir, args.timeout)
             total += wall
             budget = BUDGET_SECONDS.get(path.name[:2], 180)
+            ranked = sorted(cell_seconds.items(), key=lambda item: -item[1])
+            slowest[path.stem] = ranked[: args.cells]
+            cell, cell_s = ranked[0] if ranked else (0, 0.0)
             print(f"| {path.stem} | {wall:.0f} s | cell {cell}: {cell_s:.0f} s | {silence:.0f} s (cell {silent_cell}) "
-                  f"| {budget} s{'' if wall <= budget else ' (OVER)'} |", flush=True)
-    print(f"series: {total / 60:.1f} minutes (budget {SERIES_BUDGET_SECONDS // 60})")
+                  f"| {budget} s: {'pass' if wall <= budget else 'OVER'} |", flush=True)
+    print(f"series: {total / 60:.1f} minutes (budget {SERIES_BUDGET_SECONDS // 60}): "
+          f"{'pass' if total <= SERIES_BUDGET_SECONDS else 'OVER'}")
+    for name, ranked in slowest.items():
+        if ranked:
+            print(f"{name}, slowest cells: " + ", ".join(f"{i}: {s:.1f} s" for i, s in ranked))
 
 
 if __name__ == "__main__":

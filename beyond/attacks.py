@@ -326,21 +326,23 @@ def attack_defence_table(classifiers, test_texts, test_labels, attacks, max_mess
 # --- The GPT-2 classifier as a score_fn, and its adversarially augmented twin ---------------------------
 
 def gpt2_score_fn(model, tokenizer, device, max_length=None, *, trainable_token_pos="last",
-                  average_embeddings=False, batch_size=32):
+                  average_embeddings=False, batch_size=32, precision="fp32"):
     """score_fn for a GPT-2 classifier: prediction.class_probabilities(...)[:, 1] as a list of floats."""
     def score_fn(texts):
         probs = prediction.class_probabilities(list(texts), model, tokenizer, device, max_length,
                                                trainable_token_pos=trainable_token_pos,
-                                               average_embeddings=average_embeddings, batch_size=batch_size)
+                                               average_embeddings=average_embeddings, batch_size=batch_size,
+                                               precision=precision)
         return probs[:, 1].tolist()
 
     return score_fn
 
 
 def fine_tune_copy(model, train_df, val_df, tokenizer, device, max_length, *, num_epochs=2, lr=5e-5,
-                   batch_size=8, seed=123, trainable_token_pos="last"):
+                   batch_size=8, seed=123, trainable_token_pos="last", precision="fp32"):
     """A copy of the classifier fine-tuned further on train_df (the chapter's trainable part: last block,
-    final norm, head), with the fast trainer; the original stays as it was. Returns the copy."""
+    final norm, head), with the fast trainer (precision "bf16": its frozen pass in bf16); the original stays as it
+    was. Returns the copy."""
     tuned = copy.deepcopy(model).to(device)
     for param in tuned.parameters():
         param.requires_grad = False
@@ -355,8 +357,10 @@ def fine_tune_copy(model, train_df, val_df, tokenizer, device, max_length, *, nu
         train_loader = torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True)
         val_loader = torch.utils.data.DataLoader(val, batch_size=batch_size)
         optimizer = fast_trainer.make_optimizer(tuned, lr=lr)
+        # a log line every 50 steps, so a long run is never silent (its losses read the cache: no extra pass)
         fast_trainer.train_classifier_fast(tuned, train_loader, val_loader, optimizer, device, num_epochs,
-                                           eval_freq=10**9, eval_iter=1, trainable_token_pos=trainable_token_pos)
+                                           eval_freq=50, eval_iter=1, trainable_token_pos=trainable_token_pos,
+                                           precision=precision)
     tuned.eval()
     return tuned
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import gpt_model
-from beyond import metrics
+from beyond import bonus_training, metrics
 from beyond.activation_cache import ActivationCache, message_key
 from beyond.bonus_training import TRAINABLE_TOKEN_POSITIONS, read_positions, train_classifier_simple
 from beyond.experiments import LinearWithLoRA
@@ -241,6 +241,20 @@ def calc_accuracy_loader_fast(data_loader, model, device, num_batches=None, *, t
                                                trainable_token_pos=trainable_token_pos, pad_token_id=pad_token_id,
                                                precision=precision, cache=cache)
     return _accuracy(targets, predictions)
+
+
+def calc_loss_loader_fast(data_loader, model, device, num_batches=None, *, trainable_token_pos="last",
+                          pad_token_id=50256, precision="fp32", cache=None):
+    """calc_loss_loader's result (to float rounding), reusing (and growing) the cache of frozen activations given."""
+    token = {"trainable_token_pos": trainable_token_pos, "pad_token_id": pad_token_id}
+    reason = why_not_fast(model, trainable_token_pos)
+    if reason:
+        print(f"Fast loss not used: {reason}; running the whole model.")
+        with torch.no_grad():
+            return bonus_training.calc_loss_loader(data_loader, model, device, num_batches, **token)
+    with _held_or_own(cache) as held:
+        held.bind(model, device, precision)
+        return _fast_loss_loader(model, held, data_loader, device, num_batches, token)
 
 
 def predict_labels_fast(data_loader, model, device, num_batches=None, *, trainable_token_pos="last",

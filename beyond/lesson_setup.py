@@ -24,7 +24,7 @@ from beyond.checkpoints import load_classifier
 from beyond.data_loaders import create_data_loaders
 from beyond.experiments import replace_head_and_freeze
 from beyond.fast_trainer import make_optimizer, train_classifier_fast
-from beyond.model_setup import build_model, is_test_mode, resolve_device
+from beyond.model_setup import build_model_with_base, is_test_mode, resolve_device
 
 RANDOM_WEIGHTS_ENV = "TUTORIAL_RANDOM_WEIGHTS"
 DOWNLOAD_ERRORS = (gpt_download.DownloadError, gpt_download.CheckpointError, spam_dataset.DataError, ImportError,
@@ -76,7 +76,7 @@ def rebuild(upto, model_size="gpt2-small (124M)", epochs=5, batch_size=8):
     if stage in (7, 9, 10):
         setup.model = saved_or_quick_classifier(setup)
     else:
-        setup.pretrained_model, setup.config, setup.weights = pretrained_gpt2(setup)
+        setup.pretrained_model, setup.config, setup.weights, setup.base = pretrained_gpt2(setup)
     return setup
 
 
@@ -134,21 +134,23 @@ def gpt2_params(setup):
 
 
 def pretrained_gpt2(setup):
-    """(model, config, description): notebook 4's GPT-2 (random weights offline or when loading fails), in eval mode."""
+    """(model, config, description, base): notebook 4's GPT-2 (random weights offline or when loading fails), in eval
+    mode; base is the record save_classifier(base=) needs to store only what training changed."""
     weights = "pretrained"
     if setup.random_weights and not setup.test_mode:
         weights = "random"
     try:
-        model, config = build_model(setup.model_size, weights, setup.models_dir, setup.test_mode, seed=123)
+        model, config, base = build_model_with_base(setup.model_size, weights, setup.models_dir, setup.test_mode,
+                                                    seed=123)
         described = ("tiny random GPT (test mode)" if setup.test_mode else
                      f"RANDOM {setup.model_size}" if weights == "random" else f"OpenAI's {setup.model_size}")
     except DOWNLOAD_ERRORS as err:
         print(f"Could not load the pretrained GPT-2 ({gpt_download.first_line(err)}); carrying on with RANDOM "
               "weights, so the model learns little (notebook 4 shows how to fetch the files).")
-        model, config = build_model(setup.model_size, "random", seed=123)
+        model, config, base = build_model_with_base(setup.model_size, "random", seed=123)
         described = f"RANDOM {setup.model_size} (the download failed)"
     model.to(setup.device).eval()
-    return model, config, described
+    return model, config, described, base
 
 
 def classification_model(pretrained_model, device, trainable_layers="last_block"):
@@ -169,8 +171,21 @@ def saved_or_quick_classifier(setup):
     epochs = 3 if setup.test_mode else 1
     print(f"No classifier at {setup.classifier_path.resolve()} (notebook 6 saves one): training a quick one, "
           f"{epochs} epoch(s) with the fast trainer.")
-    pretrained, setup.config, _ = pretrained_gpt2(setup)
+    pretrained, setup.config, _, _ = pretrained_gpt2(setup)
     model = classification_model(pretrained, setup.device)
     train_classifier_fast(model, setup.train_loader, setup.val_loader, make_optimizer(model, lr=setup.lr),
                           setup.device, num_epochs=epochs, eval_freq=50, eval_iter=5)
     return model.eval()
+
+
+def notebook_6_test_accuracy(setup, epochs):
+    """The test accuracy notebook 6 saved with its classifier, when it trained with the chapter's settings on this
+    setup's data, model and weights for `epochs` epochs; None otherwise (notebook 8 then trains the run itself)."""
+    if not setup.classifier_path.exists():
+        return None
+    info = torch.load(setup.classifier_path, map_location="cpu", weights_only=True)
+    extra = info.get("extra", {})
+    same = (info.get("config") == dict(setup.config) and info.get("max_length") == setup.max_length
+            and info.get("trainable_layers") == "last_block" and not info.get("switches", {}).get("lora")
+            and info.get("padded", True) and extra.get("weights") == setup.weights and extra.get("epochs") == epochs)
+    return extra.get("test_accuracy") if same else None

@@ -327,6 +327,19 @@ def test_fast_accuracy_matches_and_follows_weight_changes():
         assert fast_trainer.calc_accuracy_loader_fast(loader, model, "cpu", pad_token_id=PAD) == expected, name
 
 
+@pytest.mark.parametrize("token_pos", ["last", "first"])
+def test_fast_loss_matches_the_chapter_and_shares_the_callers_cache(token_pos):
+    model = make_model()
+    _train_loader, val_loader = make_loaders(per_batch=False)
+    token = {"trainable_token_pos": token_pos, "pad_token_id": PAD}
+    with torch.no_grad():
+        expected = bonus_training.calc_loss_loader(val_loader, model, "cpu", num_batches=2, **token)
+    cache = activation_cache.ActivationCache()
+    assert fast_trainer.calc_loss_loader_fast(val_loader, model, "cpu", 2, cache=cache, **token) == pytest.approx(
+        expected, rel=1e-6)
+    assert len(cache.rows) == 8  # the two batches' rows stay for the trainer and the accuracies after it
+
+
 def test_fast_cache_notices_a_data_write_to_a_frozen_weight():
     """`.data` writes bypass the tensor's version counter: the cache compares the values instead."""
     model = make_model()

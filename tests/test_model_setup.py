@@ -104,3 +104,14 @@ def test_build_model_with_a_seed_gives_the_same_tiny_model():
     torch.manual_seed(7)  # seed=None (the default): the caller's seed decides, as the CLI and notebooks do
     seeded_by_caller, _ = model_setup.build_model(test_mode=True)
     assert torch.equal(first.trf_blocks[0].att.W_query.weight, seeded_by_caller.trf_blocks[0].att.W_query.weight)
+
+
+def test_bf16_units_are_read_from_the_cpu_flags(tmp_path):
+    from beyond.model_setup import cpu_has_bf16_units
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t: fpu avx512f avx512bw\n")
+    assert not cpu_has_bf16_units(cpuinfo)
+    cpuinfo.write_text("flags\t: fpu avx512f amx_bf16 amx_tile\n")
+    assert cpu_has_bf16_units(cpuinfo)
+    assert not cpu_has_bf16_units(tmp_path / "missing")
