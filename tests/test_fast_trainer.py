@@ -355,6 +355,19 @@ def test_fast_cache_notices_a_data_write_to_a_frozen_weight():
     assert cache.signature != before
 
 
+def test_a_copy_of_the_model_shares_the_cache_and_its_answers():
+    """Two runs from copies of one pretrained model (notebook 8) pass the frozen blocks once between them."""
+    model = make_model()
+    _train_loader, val_loader = make_loaders(per_batch=False)
+    cache = activation_cache.ActivationCache()
+    fast_trainer.calc_accuracy_loader_fast(val_loader, model, "cpu", pad_token_id=PAD, cache=cache)
+    twin = copy.deepcopy(model)
+    kept = dict(cache.rows)
+    predicted = fast_trainer.predict_labels_fast(val_loader, twin, "cpu", pad_token_id=PAD, cache=cache)[1]
+    assert cache.rows.keys() == kept.keys() and all(cache.rows[k] is v for k, v in kept.items())  # not recomputed
+    assert torch.equal(predicted, metrics.predict_labels(twin, val_loader, "cpu", pad_token_id=PAD)[1])
+
+
 def test_bf16_runs_close_to_fp32():
     fast = run(fast_trainer.train_classifier_fast, make_model(), precision="bf16")
     simple = chapter_run()
