@@ -1,6 +1,6 @@
 """How long the chapter's exercises 6.1 (pad to 1024 tokens) and 6.2 (train every layer) take on this machine.
 
-    python benchmarks/exercise_times.py                  # 15 minutes on the shared 2-core machine (load 7-10)
+    python benchmarks/exercise_times.py                  # about 7 minutes on a quiet 2-core machine
     python benchmarks/exercise_times.py --sample-steps 2 # a quicker look
     python benchmarks/exercise_times.py --fast-only      # only 6.1 as notebook 8 runs it (fast trainer)
 
