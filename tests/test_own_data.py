@@ -1,7 +1,6 @@
 """beyond.own_data: the UCI files and your own CSV/TSV as a Label/Text DataFrame, and every bad file's one clear error."""
 
 import zipfile
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -9,14 +8,7 @@ import pytest
 from beyond.own_data import load_spam_dataframe
 from spam_dataset import DataError, DataWarning
 
-SHARED_ZIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sms_spam_collection.zip"
-needs_real_data = pytest.mark.skipif(not SHARED_ZIP.is_file(),
-                                     reason=f"real SMS data not found at {SHARED_ZIP} (the team's shared folder)")
-
-
-def write(path, text, encoding="utf-8"):
-    path.write_bytes(text.encode(encoding))
-    return path
+from tiny import SHARED_ZIP, needs_real_data, write
 
 
 @needs_real_data
