@@ -137,11 +137,10 @@ def trainable_state(model):
 
 def controls_for(args, num_batches):
     """The TrainingControls the train command's flags ask for (num_batches: per epoch), or None: the chapter's run."""
-    if args.lr_schedule == "constant" and args.grad_clip is None and args.early_stopping is None:
-        return None
-    return TrainingControls(optimizer_steps(num_batches, args.num_epochs, args.accumulation_steps),
-                            lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip,
-                            early_stopping=args.early_stopping)
+    controls = TrainingControls(optimizer_steps(num_batches, args.num_epochs, args.accumulation_steps),
+                                lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
+                                grad_clip=args.grad_clip, early_stopping=args.early_stopping)
+    return controls if controls.active else None
 
 
 def plot_learning_rates(lrs, batches_per_epoch):
