@@ -8,7 +8,6 @@ trainer's cost grows with the data instead of falling off a cliff when memory ru
 
 import contextlib
 import copy
-import ctypes
 import functools
 import mmap
 import re
@@ -25,22 +24,6 @@ import gpt_model
 # The cache's default memory budget: this share of the memory available when it starts (the rest stays free
 # for the model, the optimizer and everything else running). Beyond it the cache spills to a file.
 CACHE_MEMORY_SHARE = 0.5
-
-
-@functools.cache
-def keep_freed_memory():
-    """Make glibc keep freed blocks of up to 32 MB for reuse instead of returning them to the system; True if set.
-
-    The trainable top's step frees and reallocates ~28 MB of gradients and temporaries. By default glibc gives
-    such blocks back and the next step faults every page in again (about 3000 faults, a quarter of the step's
-    time on GPT-2 small). Process-wide and once: the memory stays with this process until it exits.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # glibc's
-    except (AttributeError, OSError, TypeError):  # macOS, musl, Windows: another allocator, nothing to do
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(mallopt(M_MMAP_THRESHOLD, 32 * 2**20) and mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def _num_frozen_blocks(model):
@@ -92,7 +75,6 @@ class ActivationCache:
     """
 
     def __init__(self, memory=None, cache_dir=None):
-        keep_freed_memory()
         self.memory = (int(CACHE_MEMORY_SHARE * psutil.virtual_memory().available) if memory is None
                        else parse_size(memory))
         self.cache_dir = cache_dir  # None: the system's temporary folder

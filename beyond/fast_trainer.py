@@ -159,14 +159,12 @@ def _folded_attention(att, norm1, x, queries, visible):
     """
     heads, head_dim = att.num_heads, att.head_dim
     x_hat = F.layer_norm(x, x.shape[-1:], eps=norm1.eps)  # [b, t, emb]: fixed, as x is (bf16 from a bf16 cache)
-    # per head, [b, head_dim] @ [head_dim, emb]: bmm with the weight's own layout, so its gradient needs no copy
-    key_weight, value_weight = (w.weight.view(heads, head_dim, -1) for w in (att.W_key, att.W_value))
-    query_in_x = torch.bmm(queries.transpose(0, 1), key_weight).transpose(0, 1) * norm1.scale
+    query_in_x = torch.einsum("bhd,hde->bhe", queries, att.W_key.weight.view(heads, head_dim, -1)) * norm1.scale
     # the products over every position in x's precision (bf16: the matrix units), softmax and the rest in fp32
     scores = (query_in_x.to(x_hat.dtype) @ x_hat.transpose(1, 2)).float() / head_dim**0.5  # the scale SDPA uses
     weights = torch.softmax(scores.masked_fill(~visible[:, None, :], float("-inf")), dim=-1)
     mixed = (weights.to(x_hat.dtype) @ x_hat).float() * norm1.scale + norm1.shift  # norm1 of the weighted mean
-    context = torch.bmm(value_weight, mixed.permute(1, 2, 0)).permute(2, 0, 1)  # [heads, head_dim, b] -> [b, ...]
+    context = torch.einsum("bhe,hde->bhd", mixed, att.W_value.weight.view(heads, head_dim, -1))
     return context if att.W_value.bias is None else context + att.W_value.bias.view(heads, head_dim)
 
 
