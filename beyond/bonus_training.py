@@ -112,6 +112,13 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter, **switche
     return train_loss, val_loss
 
 
+def log_evaluation(epoch, global_step, train_loss, val_loss, model, controls=None):
+    """Print one evaluation as the chapter does (plus the controls' state); True when the controls stop training."""
+    print(f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
+          + (controls.log_suffix() if controls is not None else ""))
+    return controls is not None and controls.evaluated(model, val_loss, global_step)
+
+
 def train_classifier_simple(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
                             *, trainable_token_pos="last", average_embeddings=False, pad_token_id=50256,
                             ignore_index=-100, accumulation_steps=1, controls=None):
@@ -147,10 +154,7 @@ def train_classifier_simple(model, train_loader, val_loader, optimizer, device, 
                                                       ignore_index=ignore_index, **token)
                 train_losses.append(train_loss)
                 val_losses.append(val_loss)
-                print(f"Ep {epoch + 1} (Step {global_step:06d}): "
-                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
-                      + (controls.log_suffix() if controls is not None else ""))
-                stop = controls is not None and controls.evaluated(model, val_loss, global_step)
+                stop = log_evaluation(epoch, global_step, train_loss, val_loss, model, controls)
                 if stop:
                     break
         if stop:  # early stopping: out of both loops, without this epoch's accuracy line

@@ -363,10 +363,7 @@ def _fast_loop(model, cache, train_loader, val_loader, optimizer, device, num_ep
                 model.train()
                 train_losses.append(train_loss)
                 val_losses.append(val_loss)
-                print(f"Ep {epoch + 1} (Step {global_step:06d}): "
-                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
-                      + (controls.log_suffix() if controls is not None else ""))
-                stop = controls is not None and controls.evaluated(model, val_loss, global_step)
+                stop = bonus_training.log_evaluation(epoch, global_step, train_loss, val_loss, model, controls)
                 if stop:
                     break
         if stop:  # early stopping: out of both loops, without this epoch's accuracy line
